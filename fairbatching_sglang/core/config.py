@@ -1,0 +1,66 @@
+"""Tunables for every choice the FairBatching paper leaves open (each is documented here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class FairBatchingConfig:
+    """FairBatching policy knobs.
+
+    budget_floor_tpot_fraction: the per-step time budget is max(min decode slack, this fraction of
+        the smallest TPOT SLO among running decodes). The floor keeps batches from shrinking to
+        fragments when a decode burst has spent its slack. 1.0 is the paper's max(min slack,
+        min tpot).
+    max_step_budget_ms: optional ceiling on the budget. Without it, decodes far ahead of their
+        envelope allow long steps that the token caps alone bound.
+    park_guard_factor / urgency_margin_ms: a decode is urgent (must run this step) when its slack
+        is below budget + guard, guard = park_guard_factor * max(budget floor, predicted time of a
+        decode-only step of all running decodes) + urgency_margin_ms. Parking therefore always
+        leaves at least one more step's worth of slack, so a decode parked now cannot miss its
+        deadline because it was parked (unless the next step is forced past its budget by load
+        the engine cannot shed).
+    enable_parking: False gives "all decodes every step" (Sarathi-like) with time-budgeted prefill.
+    max_consecutive_parked_steps: optional starvation bound; a decode parked that many steps in a
+        row runs next step whatever its slack (None: the envelope alone decides).
+    min_chunk_tokens: a prefill chunk that does not finish its request is not scheduled below this
+        size (tiny chunks cost a full step overhead for little progress).
+    guarantee_prefill_progress: when prefills wait, the first one in order always gets
+        min(min_chunk_tokens, its remaining tokens) if caps allow, even past the budget, so
+        prefills cannot starve behind a decode set whose floor leaves no room. The budget is raised
+        to cover it before urgency is decided, so the parking guarantee still holds.
+    protect_prefill_ttft: once a prefill that will complete in this step (and can still meet its
+        TTFT deadline) is admitted, later additions may not push the step past that deadline.
+    late_prefill_order: "edf" orders all new prefills by TTFT slack (most late first, best for tail
+        TTFT); "deprioritize" serves prefills that can still meet their TTFT first and the already
+        late ones after them (better SLO attainment/goodput under overload).
+    """
+
+    budget_floor_tpot_fraction: float = 1.0
+    max_step_budget_ms: float | None = None
+    park_guard_factor: float = 1.0
+    urgency_margin_ms: float = 0.0
+    enable_parking: bool = True
+    max_consecutive_parked_steps: int | None = None
+    min_chunk_tokens: int = 32
+    guarantee_prefill_progress: bool = True
+    protect_prefill_ttft: bool = True
+    late_prefill_order: Literal["edf", "deprioritize"] = "edf"
+
+    def __post_init__(self) -> None:
+        if self.budget_floor_tpot_fraction < 0:
+            raise ValueError("budget_floor_tpot_fraction must be >= 0")
+        if self.max_step_budget_ms is not None and self.max_step_budget_ms <= 0:
+            raise ValueError("max_step_budget_ms must be > 0 when set")
+        if self.park_guard_factor < 1.0:
+            raise ValueError("park_guard_factor must be >= 1.0 (below 1 parking can cause misses)")
+        if self.urgency_margin_ms < 0:
+            raise ValueError("urgency_margin_ms must be >= 0")
+        if self.max_consecutive_parked_steps is not None and self.max_consecutive_parked_steps < 1:
+            raise ValueError("max_consecutive_parked_steps must be >= 1 when set")
+        if self.min_chunk_tokens < 1:
+            raise ValueError("min_chunk_tokens must be >= 1")
+        if self.late_prefill_order not in ("edf", "deprioritize"):
+            raise ValueError("late_prefill_order must be 'edf' or 'deprioritize'")

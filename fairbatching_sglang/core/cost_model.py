@@ -1,0 +1,206 @@
+"""Step-time model: predicted duration of one forward step from its shape, and its inverse.
+
+A step's shape is P (prefill tokens), B (decode requests, one token each), S (sum of the decode
+requests' KV lengths) and Q (prefill attention work: sum over chunks of c * (k + c / 2) for a
+chunk of c new tokens on k cached ones). Measured SGLang H100 kernel data shows a purely linear
+form is off by up to 25% around the GEMM knee, so the model adds a hinge below K tokens:
+
+    T = c0 + c1*(P+B) + c3*S + c4*Q + c5*max(0, K - (P+B)) + overhead
+
+The hinge makes small steps cost more than a line through large ones would predict (GEMMs are
+under-filled below K tokens). T is increasing in every argument as long as c1 >= c5, which the
+constructor checks because the inverse relies on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """What a step contains, in the units the cost model prices."""
+
+    num_prefill_tokens: int = 0
+    num_decode_reqs: int = 0
+    decode_kv_tokens: int = 0
+    prefill_attn_work: float = 0.0
+
+    def with_chunk(self, num_new_tokens: int, num_cached_tokens: int) -> StepShape:
+        return StepShape(
+            self.num_prefill_tokens + num_new_tokens,
+            self.num_decode_reqs,
+            self.decode_kv_tokens,
+            self.prefill_attn_work + chunk_attn_work(num_new_tokens, num_cached_tokens),
+        )
+
+
+def chunk_attn_work(num_new_tokens: int, num_cached_tokens: int) -> float:
+    """Q contribution of one prefill chunk: c * (k + c / 2)."""
+    return num_new_tokens * (num_cached_tokens + num_new_tokens / 2.0)
+
+
+@dataclass(frozen=True)
+class HingeCostModel:
+    """The hinge form above. Coefficients in ms, per token / per KV token / per unit of Q.
+
+    overhead_ms: CPU, launch and sampling time that kernel tables leave out (~0.5-1 ms a step on
+    a real engine); calibrated from measured step times when a GPU run exists.
+    """
+
+    c0_ms: float
+    c1_ms_per_token: float
+    c3_ms_per_kv_token: float
+    c4_ms_per_attn_unit: float
+    c5_ms_per_token_below_knee: float
+    knee_tokens: float
+    overhead_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"cost model field {name} must be a finite number >= 0, got {value!r}"
+                )
+        if self.c1_ms_per_token <= 0:
+            raise ValueError("c1_ms_per_token must be > 0 (a token must cost something)")
+        if self.c5_ms_per_token_below_knee > self.c1_ms_per_token:
+            raise ValueError(
+                "c5_ms_per_token_below_knee must be <= c1_ms_per_token, otherwise adding tokens "
+                f"below the knee would make a step faster ({self.c5_ms_per_token_below_knee} > "
+                f"{self.c1_ms_per_token})"
+            )
+
+    @classmethod
+    def from_dict(cls, coefficients: Mapping[str, Any]) -> HingeCostModel:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(coefficients) - known
+        if unknown:
+            raise ValueError(f"unknown cost model field(s): {', '.join(sorted(unknown))}")
+        missing = known - set(coefficients) - {"overhead_ms"}
+        if missing:
+            raise ValueError(f"missing cost model field(s): {', '.join(sorted(missing))}")
+        return cls(**{k: float(v) for k, v in coefficients.items()})
+
+    def to_dict(self) -> dict[str, float]:
+        return {f: float(getattr(self, f)) for f in self.__dataclass_fields__}
+
+    def with_overhead(self, overhead_ms: float) -> HingeCostModel:
+        return replace(self, overhead_ms=overhead_ms)
+
+    def predict_raw_ms(
+        self, num_tokens: float, decode_kv_tokens: float, prefill_attn_work: float
+    ) -> float:
+        """T for a step of num_tokens = P + B tokens, S decode KV tokens and attention work Q."""
+        if num_tokens <= 0:
+            return 0.0  # an empty step is not run at all
+        below_knee = self.knee_tokens - num_tokens
+        return (
+            self.c0_ms
+            + self.overhead_ms
+            + self.c1_ms_per_token * num_tokens
+            + self.c3_ms_per_kv_token * decode_kv_tokens
+            + self.c4_ms_per_attn_unit * prefill_attn_work
+            + (self.c5_ms_per_token_below_knee * below_knee if below_knee > 0 else 0.0)
+        )
+
+    def predict_ms(self, shape: StepShape) -> float:
+        return self.predict_raw_ms(
+            shape.num_prefill_tokens + shape.num_decode_reqs,
+            shape.decode_kv_tokens,
+            shape.prefill_attn_work,
+        )
+
+    def max_chunk_tokens(
+        self,
+        budget_ms: float,
+        base: StepShape,
+        num_cached_tokens: int,
+        max_tokens: int,
+    ) -> int:
+        """Largest chunk c in [0, max_tokens] of new tokens on `num_cached_tokens` cached ones
+        such that the step `base` plus that chunk is predicted to take <= budget_ms."""
+        return self.max_chunk_tokens_raw(
+            budget_ms,
+            base.num_prefill_tokens + base.num_decode_reqs,
+            base.decode_kv_tokens,
+            base.prefill_attn_work,
+            num_cached_tokens,
+            max_tokens,
+        )
+
+    def max_chunk_tokens_raw(
+        self,
+        budget_ms: float,
+        num_tokens: int,
+        decode_kv_tokens: float,
+        prefill_attn_work: float,
+        num_cached_tokens: int,
+        max_tokens: int,
+    ) -> int:
+        """max_chunk_tokens on raw step terms (the policy's hot path avoids building shapes).
+
+        Closed form: T(c) is a quadratic in c on each side of the knee and increasing overall,
+        so solve each piece and correct the float rounding by at most a step or two.
+        """
+        if max_tokens <= 0:
+            return 0
+        if math.isinf(budget_ms):
+            return max_tokens
+        n0 = num_tokens
+        s0 = decode_kv_tokens
+        q0 = prefill_attn_work
+        k = num_cached_tokens
+
+        def cost(c: int) -> float:
+            return self.predict_raw_ms(n0 + c, s0, q0 + c * (k + c / 2.0))
+
+        if cost(max_tokens) <= budget_ms:
+            return max_tokens
+        if cost(1) > budget_ms:
+            return 0
+        # Above the knee: T(c) = A + b*c + a*c^2 with no hinge term.
+        a = self.c4_ms_per_attn_unit / 2.0
+        b_lin = self.c1_ms_per_token + self.c4_ms_per_attn_unit * k
+        fixed = (
+            self.c0_ms
+            + self.overhead_ms
+            + self.c1_ms_per_token * n0
+            + self.c3_ms_per_kv_token * s0
+            + self.c4_ms_per_attn_unit * q0
+        )
+        knee_c = self.knee_tokens - n0  # chunk size at which the hinge term vanishes
+        candidates: list[float] = []
+        # Region above the knee; its root only counts if it lies in that region.
+        above = _max_root(a, b_lin, budget_ms - fixed)
+        if above >= knee_c:
+            candidates.append(above)
+        # Region below the knee: the hinge adds c5*(K - n0 - c).
+        if knee_c > 0:
+            below = _max_root(
+                a,
+                b_lin - self.c5_ms_per_token_below_knee,
+                budget_ms - fixed - self.c5_ms_per_token_below_knee * (self.knee_tokens - n0),
+            )
+            candidates.append(min(below, knee_c))
+        c = int(min(max([*candidates, 0.0]), max_tokens))
+        # Float rounding: walk to the exact integer boundary (at most a couple of steps).
+        while c > 0 and cost(c) > budget_ms:
+            c -= 1
+        while c < max_tokens and cost(c + 1) <= budget_ms:
+            c += 1
+        return c
+
+
+def _max_root(a: float, b: float, remaining: float) -> float:
+    """Largest x >= 0 with a*x^2 + b*x <= remaining (a >= 0, b > 0); -1 when none."""
+    if remaining < 0:
+        return -1.0
+    if a <= 0.0:
+        return remaining / b if b > 0 else math.inf
+    disc = b * b + 4.0 * a * remaining
+    return (-b + math.sqrt(disc)) / (2.0 * a)

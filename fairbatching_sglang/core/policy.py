@@ -1,0 +1,234 @@
+"""FairBatching batch formation: adaptive time budget, then three EDF groups filled greedily.
+
+1. urgent decodes (would miss their deadline if skipped this step) - always run;
+2. prefills: the continuing chunk first, then new requests by TTFT slack, chunked to the time left;
+3. decodes ahead of their envelope, by slack, while the predicted step time stays in budget.
+Group-3 decodes that do not fit are parked for this step: that is the compute FairBatching
+reclaims from decodes that banked slack, to serve prefill surges.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fairbatching_sglang.core.config import FairBatchingConfig
+from fairbatching_sglang.core.cost_model import HingeCostModel, chunk_attn_work
+from fairbatching_sglang.core.deadline import next_token_slack_ms
+from fairbatching_sglang.core.decision import BatchDecision, PrefillChunk
+from fairbatching_sglang.core.snapshot import SchedulerSnapshot
+
+_EMPTY: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class FairBatchingPolicy:
+    cost_model: HingeCostModel
+    config: FairBatchingConfig = field(default_factory=FairBatchingConfig)
+
+    def decide(self, snap: SchedulerSnapshot) -> BatchDecision:
+        cfg = self.config
+        cm = self.cost_model
+        dec = snap.decodes
+        num_decodes = dec.num_reqs
+        tok_room = snap.max_num_batched_tokens
+        kv_room = snap.kv_free_tokens
+        pre = snap.prefills
+        prefill_rows = prefill_order(snap, cfg) if pre.num_reqs else np.empty(0, dtype=np.int64)
+        first_prefill = int(prefill_rows[0]) if len(prefill_rows) else -1
+
+        # --- Budget and urgency ------------------------------------------------------------
+        if num_decodes:
+            slack = next_token_slack_ms(
+                snap.now_ms, dec.arrival_ms, dec.ttft_slo_ms, dec.tpot_slo_ms, dec.num_output_tokens
+            )
+            floor_ms = cfg.budget_floor_tpot_fraction * float(dec.tpot_slo_ms.min())
+            budget = max(float(slack.min()), floor_ms)
+        else:
+            slack = np.empty(0)
+            floor_ms = 0.0
+            budget = math.inf
+        if cfg.max_step_budget_ms is not None:
+            budget = min(budget, cfg.max_step_budget_ms)
+
+        # Forced prefill progress (anti-starvation) is part of the mandatory work.
+        forced_chunk = 0
+        forced_cached = 0
+        if cfg.guarantee_prefill_progress and first_prefill >= 0:
+            forced_chunk, forced_cached = self._forced_chunk(snap, first_prefill)
+
+        if num_decodes:
+            order = np.argsort(slack, kind="stable")
+            kv = dec.kv_tokens
+            guard = (
+                cfg.park_guard_factor
+                * max(floor_ms, cm.predict_raw_ms(num_decodes, float(kv.sum()), 0.0))
+                + cfg.urgency_margin_ms
+            )
+            if cfg.enable_parking:
+                forced = ~dec.can_park
+                if cfg.max_consecutive_parked_steps is not None:
+                    forced = forced | (dec.parked_steps >= cfg.max_consecutive_parked_steps)
+            else:
+                forced = np.ones(num_decodes, dtype=bool)
+            # Raise the budget until it covers the mandatory set; raising it can only make more
+            # decodes urgent, so this reaches a fixed point in at most num_decodes rounds.
+            while True:
+                urgent = forced | (slack < budget + guard)
+                num_urgent = int(np.count_nonzero(urgent))
+                mandatory_ms = cm.predict_raw_ms(
+                    num_urgent + forced_chunk,
+                    float(kv[urgent].sum()),
+                    chunk_attn_work(forced_chunk, forced_cached),
+                )
+                if mandatory_ms <= budget:
+                    break
+                budget = mandatory_ms
+            urgent_sorted = order[urgent[order]]
+            ahead_sorted = order[~urgent[order]]
+            num_fit = min(len(urgent_sorted), tok_room, kv_room)
+            run_parts = [urgent_sorted[:num_fit]]
+            unserved = urgent_sorted[num_fit:]
+            num_tokens = num_fit
+            decode_kv = int(kv[urgent_sorted[:num_fit]].sum())
+        else:
+            ahead_sorted = np.empty(0, dtype=np.int64)
+            run_parts = []
+            unserved = ahead_sorted
+            num_urgent = 0
+            num_tokens = 0
+            decode_kv = 0
+        kv_used = num_tokens  # one KV slot per decode token
+
+        # --- Prefills ----------------------------------------------------------------------
+        chunks: list[PrefillChunk] = []
+        num_prefill_tokens = 0
+        attn_work = 0.0
+        if pre.num_reqs and not len(unserved):
+            new_left = snap.max_new_prefills if snap.max_new_prefills is not None else pre.num_reqs
+            for i in prefill_rows.tolist():
+                continuing = bool(pre.is_continuing[i])
+                if not continuing and new_left <= 0:
+                    break
+                remaining = int(pre.num_remaining_tokens[i])
+                reserve = int(pre.kv_reserve_tokens[i])
+                cap = min(
+                    remaining,
+                    snap.max_prefill_tokens - num_prefill_tokens,
+                    tok_room - num_tokens,
+                    kv_room - kv_used - reserve,
+                )
+                if cap <= 0:
+                    break
+                cached = int(pre.num_cached_tokens[i])
+                if i == first_prefill and forced_chunk:
+                    # Its forced share was priced into the budget; never give it less.
+                    c = max(
+                        min(forced_chunk, cap),
+                        self._chunk_within(budget, num_tokens, decode_kv, attn_work, cached, cap),
+                    )
+                else:
+                    c = self._chunk_within(budget, num_tokens, decode_kv, attn_work, cached, cap)
+                    if c < min(remaining, cfg.min_chunk_tokens):
+                        break
+                if c <= 0:
+                    break
+                completes = c == remaining
+                chunks.append(PrefillChunk(i, c, completes))
+                num_prefill_tokens += c
+                num_tokens += c
+                kv_used += c + reserve
+                attn_work += chunk_attn_work(c, cached)
+                if not continuing:
+                    new_left -= 1
+                if not completes:
+                    break  # SGLang keeps a single chunked request: a partial chunk ends the step
+                if cfg.protect_prefill_ttft:
+                    ttft_slack = float(pre.arrival_ms[i] + pre.ttft_slo_ms[i]) - snap.now_ms
+                    step_ms = cm.predict_raw_ms(num_tokens, decode_kv, attn_work)
+                    if ttft_slack >= step_ms:
+                        budget = min(budget, max(ttft_slack, floor_ms))
+
+        # --- Decodes ahead of their envelope -----------------------------------------------
+        parked = _EMPTY
+        if len(ahead_sorted):
+            room = min(tok_room - num_tokens, kv_room - kv_used)
+            if not chunks:
+                # Parking only pays for prefill; with none in the step every decode that fits runs.
+                num_take = min(len(ahead_sorted), room)
+            else:
+                cum_tokens = num_tokens + np.arange(1, len(ahead_sorted) + 1)
+                cum_kv = decode_kv + np.cumsum(dec.kv_tokens[ahead_sorted])
+                step_ms = (
+                    cm.c0_ms
+                    + cm.overhead_ms
+                    + cm.c1_ms_per_token * cum_tokens
+                    + cm.c3_ms_per_kv_token * cum_kv
+                    + cm.c4_ms_per_attn_unit * attn_work
+                    + cm.c5_ms_per_token_below_knee * np.maximum(0, cm.knee_tokens - cum_tokens)
+                )
+                # Step time rises with every decode added (c1 >= c5), so the prefix is a cut.
+                num_take = min(int(np.searchsorted(step_ms, budget, side="right")), room)
+            num_take = max(num_take, 0)
+            taken = ahead_sorted[:num_take]
+            run_parts.append(taken)
+            num_tokens += num_take
+            kv_used += num_take
+            decode_kv += int(dec.kv_tokens[taken].sum())
+            parked = tuple(sorted(ahead_sorted[num_take:].tolist()))
+
+        run = np.concatenate(run_parts) if run_parts else np.empty(0, dtype=np.int64)
+        return BatchDecision(
+            run_decode_indices=tuple(sorted(run.tolist())),
+            parked_decode_indices=parked,
+            unserved_decode_indices=tuple(sorted(unserved.tolist())),
+            prefill_chunks=tuple(chunks),
+            budget_ms=budget,
+            predicted_step_ms=cm.predict_raw_ms(num_tokens, decode_kv, attn_work),
+            num_prefill_tokens=num_prefill_tokens,
+            num_batched_tokens=num_tokens,
+            kv_tokens_used=kv_used,
+            num_urgent_decodes=num_urgent,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    def _chunk_within(
+        self,
+        budget: float,
+        num_tokens: int,
+        decode_kv: int,
+        attn_work: float,
+        cached: int,
+        cap: int,
+    ) -> int:
+        return self.cost_model.max_chunk_tokens_raw(
+            budget, num_tokens, float(decode_kv), attn_work, cached, cap
+        )
+
+    def _forced_chunk(self, snap: SchedulerSnapshot, i: int) -> tuple[int, int]:
+        """(tokens, cached) of the guaranteed progress for prefill i, within the caps."""
+        pre = snap.prefills
+        if not bool(pre.is_continuing[i]) and snap.max_new_prefills == 0:
+            return 0, 0
+        # Caps are checked against an empty step: decodes may take the room, see decide().
+        c = min(
+            int(pre.num_remaining_tokens[i]),
+            self.config.min_chunk_tokens,
+            snap.max_prefill_tokens,
+            snap.max_num_batched_tokens,
+            snap.kv_free_tokens - int(pre.kv_reserve_tokens[i]),
+        )
+        return (c, int(pre.num_cached_tokens[i])) if c > 0 else (0, 0)
+
+
+def prefill_order(snap: SchedulerSnapshot, config: FairBatchingConfig) -> np.ndarray:
+    """Continuing chunk first, then new requests by TTFT slack (stable on queue order)."""
+    pre = snap.prefills
+    ttft_slack = pre.arrival_ms + pre.ttft_slo_ms - snap.now_ms
+    late = ttft_slack < 0
+    if config.late_prefill_order == "deprioritize":
+        # Meetable ones first by slack, then late ones by slack.
+        return np.lexsort((ttft_slack, late, ~pre.is_continuing))
+    return np.lexsort((ttft_slack, ~pre.is_continuing))
