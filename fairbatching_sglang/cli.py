@@ -1,0 +1,27 @@
+"""The `fairbatching` command. Each area registers its own sub-command group here."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="FairBatching for SGLang: policy tools, trace tools, simulator and A/B harness.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """FairBatching for SGLang."""
+
+
+@app.command()
+def version() -> None:
+    """Print the package version."""
+    from fairbatching_sglang import __version__
+
+    typer.echo(__version__)
+
+
+# Sub-command groups (one line each; keep imports light: heavy modules load inside commands).
