@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fairbatching_sglang.core import HingeCostModel, StepShape, chunk_attn_work
+from fairbatching_sglang.profiles import DEFAULT_PROFILE, ProfileError, load_profile
+from tests.core.strategies import cost_models
+
+CM = load_profile().cost_model
+
+
+@pytest.mark.parametrize(
+    ("shape", "reference_ms"),
+    [
+        (StepShape(2048, 0, 0, chunk_attn_work(2048, 0)), 46.1),  # 1x2048 prefill
+        (StepShape(0, 64, 64 * 1024, 0.0), 9.9),  # 64 decodes at KV 1024
+        (StepShape(512, 64, 64 * 1024, chunk_attn_work(512, 0)), 17.4),  # chunk + decodes
+    ],
+)
+def test_default_profile_matches_measured_reference_points(
+    shape: StepShape, reference_ms: float
+) -> None:
+    # DESIGN.md section 4: the hinge fit is within ~2% mean, 10% max of the engine's prices.
+    assert CM.predict_ms(shape) == pytest.approx(reference_ms, rel=0.05)
+
+
+def test_hinge_term_prices_small_steps_above_the_line() -> None:
+    linear = HingeCostModel(**{**CM.to_dict(), "c5_ms_per_token_below_knee": 0.0})
+    assert CM.predict_ms(StepShape(0, 8, 8000)) > linear.predict_ms(StepShape(0, 8, 8000))
+    assert CM.predict_ms(StepShape(1000, 0, 0)) == linear.predict_ms(StepShape(1000, 0, 0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cm=cost_models,
+    p=st.integers(0, 8192),
+    b=st.integers(0, 512),
+    s=st.integers(0, 10**6),
+    k=st.integers(0, 32_000),
+)
+def test_price_increases_with_every_token(
+    cm: HingeCostModel, p: int, b: int, s: int, k: int
+) -> None:
+    base = StepShape(p, b, s, chunk_attn_work(p, k))
+    assert cm.predict_ms(base.with_chunk(1, k + p)) >= cm.predict_ms(base)
+    assert cm.predict_ms(StepShape(p, b + 1, s + 1, base.prefill_attn_work)) >= cm.predict_ms(base)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    cm=cost_models,
+    budget=st.floats(0.0, 400.0),
+    n=st.integers(0, 1024),
+    s=st.integers(0, 10**6),
+    k=st.integers(0, 64_000),
+    max_tokens=st.integers(0, 16_384),
+)
+def test_inverse_finds_the_exact_largest_chunk(
+    cm: HingeCostModel, budget: float, n: int, s: int, k: int, max_tokens: int
+) -> None:
+    base = StepShape(n, 0, s, 0.0)
+    c = cm.max_chunk_tokens(budget, base, k, max_tokens)
+    assert 0 <= c <= max_tokens
+    if c > 0:
+        assert cm.predict_ms(base.with_chunk(c, k)) <= budget
+    if c < max_tokens:
+        assert cm.predict_ms(base.with_chunk(c + 1, k)) > budget
+
+
+def test_inverse_with_infinite_budget_is_the_cap() -> None:
+    assert CM.max_chunk_tokens(math.inf, StepShape(), 0, 777) == 777
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"c1_ms_per_token": 0.0}, {"c5_ms_per_token_below_knee": 1.0}, {"c0_ms": -1.0}],
+)
+def test_invalid_coefficients_are_refused(change: dict) -> None:
+    with pytest.raises(ValueError):
+        HingeCostModel(**{**CM.to_dict(), **change})
+
+
+def test_profile_loader_names_file_and_field(tmp_path) -> None:
+    assert load_profile(DEFAULT_PROFILE).kv_capacity_tokens > 100_000
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x", "coefficients": {"c0_ms": 1}, "kv_capacity_tokens": 5}')
+    with pytest.raises(ProfileError, match=r"bad\.json.*coefficients.*missing"):
+        load_profile(bad)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{\n "name": \n}')
+    with pytest.raises(ProfileError, match=r"broken\.json: line 3"):
+        load_profile(broken)
+    with pytest.raises(ProfileError, match="unknown profile"):
+        load_profile("no-such-profile")
