@@ -1,0 +1,213 @@
+"""`fairbatching trace ...`: inspect, generate and convert traces.
+
+Heavy imports (numpy, pandas, pyarrow, matplotlib) happen inside the commands so the CLI starts
+fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from fairbatching_sglang.workload.table import RequestTable
+
+trace_app = typer.Typer(
+    help="Trace tools: stats, synthetic generation, conversion to the generic format.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="azure | burstgpt | mooncake | generic_csv | generic_jsonl (default: detect)",
+    ),
+]
+StartOpt = Annotated[float | None, typer.Option("--start", help="window start, seconds")]
+DurationOpt = Annotated[float | None, typer.Option("--duration", help="window length, seconds")]
+MaxRowsOpt = Annotated[int | None, typer.Option("--max-rows", help="stop after N rows")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="refuse unsorted timestamps")]
+ZeroOpt = Annotated[
+    str, typer.Option("--zero-lengths", help="clamp (0 -> 1, default) | drop | error")
+]
+
+
+def _load(
+    path: Path,
+    fmt: str | None,
+    start: float | None,
+    duration: float | None,
+    max_rows: int | None,
+    strict: bool,
+    zero_lengths: str,
+) -> RequestTable:
+    from fairbatching_sglang.workload.errors import TraceError
+    from fairbatching_sglang.workload.load import load_trace
+
+    big = path.exists() and path.stat().st_size > 64 << 20
+    try:
+        if not big:
+            return load_trace(
+                path,
+                fmt,
+                start_s=start,
+                duration_s=duration,
+                max_rows=max_rows,
+                strict=strict,
+                zero_lengths=zero_lengths,  # type: ignore[arg-type]
+            )
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeElapsedColumn
+
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"reading {path.name}", total=path.stat().st_size)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            return load_trace(
+                path,
+                fmt,
+                start_s=start,
+                duration_s=duration,
+                max_rows=max_rows,
+                strict=strict,
+                zero_lengths=zero_lengths,
+                progress=progress,  # type: ignore[arg-type]
+            )
+    except (TraceError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@trace_app.command()
+def stats(
+    file: Annotated[Path, typer.Argument(help="trace file")],
+    fmt: FormatOpt = None,
+    start: StartOpt = None,
+    duration: DurationOpt = None,
+    max_rows: MaxRowsOpt = None,
+    strict: StrictOpt = False,
+    zero_lengths: ZeroOpt = "clamp",
+    plot: Annotated[Path | None, typer.Option("--plot", help="write a PNG here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Rows, span, rate, length percentiles and burstiness of a trace."""
+    import time
+
+    from fairbatching_sglang.workload.stats import compute_stats
+
+    t0 = time.perf_counter()
+    table = _load(file, fmt, start, duration, max_rows, strict, zero_lengths)
+    load_s = time.perf_counter() - t0
+    st = compute_stats(table)
+    if as_json:
+        out: dict[str, Any] = {"file": str(file), "format": table.format, **st.as_dict()}
+        out["transformations"] = list(table.transformations)
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        typer.echo(f"file: {file}  format: {table.format}  (loaded in {load_s:.2f} s)")
+        if table.transformations:
+            typer.echo("transformations: " + "; ".join(table.transformations))
+        typer.echo(st.render())
+    if plot is not None:
+        from fairbatching_sglang.workload.plot import plot_trace
+
+        plot_trace(table, plot)
+        typer.echo(f"plot: {plot}")
+
+
+@trace_app.command()
+def generate(
+    preset: Annotated[str, typer.Option("--preset", help="conv | code")] = "conv",
+    duration_s: Annotated[float, typer.Option("--duration-s", help="seconds to generate")] = 600.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out: Annotated[Path, typer.Option("--out", help=".csv, .jsonl or .parquet")] = Path(
+        "synthetic.csv"
+    ),
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="override the mean rate (req/s)")
+    ] = None,
+    max_context: Annotated[
+        int | None, typer.Option("--max-context", help="clip input + output to this")
+    ] = None,
+) -> None:
+    """Generate a synthetic trace from a preset (same seed, same file)."""
+    from dataclasses import replace
+
+    from fairbatching_sglang.workload.presets import get_preset
+    from fairbatching_sglang.workload.synthetic import generate as gen
+
+    try:
+        spec = get_preset(preset)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if rate is not None:
+        spec = spec.with_rate(rate)
+    if max_context is not None:
+        spec = replace(spec, max_context=max_context)
+    table = gen(spec, duration_s, seed=seed)
+    table.save(out)
+    typer.echo(f"wrote {len(table)} requests ({table.mean_rate_rps:.2f} req/s) to {out}")
+
+
+@trace_app.command()
+def convert(
+    src: Annotated[Path, typer.Argument(help="input trace")],
+    dst: Annotated[Path, typer.Argument(help="output: .csv, .jsonl or .parquet (generic)")],
+    fmt: FormatOpt = None,
+    start: StartOpt = None,
+    duration: DurationOpt = None,
+    max_rows: MaxRowsOpt = None,
+    strict: StrictOpt = False,
+    zero_lengths: ZeroOpt = "clamp",
+    spread_buckets_s: Annotated[
+        float | None,
+        typer.Option("--spread-buckets-s", help="spread quantised times inside N-s buckets"),
+    ] = None,
+    rate_scale: Annotated[
+        float | None, typer.Option("--rate-scale", help="compress time: rate x this")
+    ] = None,
+    max_context: Annotated[
+        int | None, typer.Option("--max-context", help="clip input + output to this")
+    ] = None,
+    max_output: Annotated[int | None, typer.Option("--max-output", help="clip output")] = None,
+    retime: Annotated[
+        str | None, typer.Option("--retime", help="poisson | gamma (same mean rate)")
+    ] = None,
+    cv: Annotated[float, typer.Option("--cv", help="inter-arrival CV for --retime gamma")] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", help="seed for spreading / re-timing")] = 0,
+) -> None:
+    """Convert a trace to the generic format, applying transformations in this order:
+    window/max-rows (at load), spread buckets, re-time, rate scale, length clipping."""
+    from fairbatching_sglang.workload import transforms as tf
+
+    table = _load(src, fmt, start, duration, max_rows, strict, zero_lengths)
+    try:
+        if spread_buckets_s is not None:
+            table = tf.spread_buckets(table, spread_buckets_s, seed=seed)
+        if retime is not None:
+            table = tf.retime(table, retime, cv=cv, seed=seed)  # type: ignore[arg-type]
+        if rate_scale is not None:
+            table = tf.scale_rate(table, rate_scale)
+        if max_context is not None or max_output is not None:
+            table = tf.clip_lengths(table, max_context or 2**62, max_output)
+        table.save(dst)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {len(table)} requests to {dst}")
+    for note in table.transformations:
+        typer.echo(f"  - {note}")
