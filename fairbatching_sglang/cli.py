@@ -25,3 +25,10 @@ def version() -> None:
 
 
 # Sub-command groups (one line each; keep imports light: heavy modules load inside commands).
+from fairbatching_sglang.profiles.cli import profile_app  # noqa: E402
+
+app.add_typer(profile_app, name="profile", help="Step-cost profiles: list, show, compare, fit.")
+
+from fairbatching_sglang.workload.cli import trace_app  # noqa: E402
+
+app.add_typer(trace_app, name="trace", help="Trace tools: stats, generate, convert.")
