@@ -32,3 +32,7 @@ app.add_typer(profile_app, name="profile", help="Step-cost profiles: list, show,
 from fairbatching_sglang.workload.cli import trace_app  # noqa: E402
 
 app.add_typer(trace_app, name="trace", help="Trace tools: stats, generate, convert.")
+
+from fairbatching_sglang.sim.cli import simulate  # noqa: E402
+
+app.command(help="Replay a trace in virtual time under one policy (simulated, no GPU).")(simulate)

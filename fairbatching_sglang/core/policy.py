@@ -41,9 +41,7 @@ class FairBatchingPolicy:
 
         # --- Budget and urgency ------------------------------------------------------------
         if num_decodes:
-            slack = next_token_slack_ms(
-                snap.now_ms, dec.arrival_ms, dec.ttft_slo_ms, dec.tpot_slo_ms, dec.num_output_tokens
-            )
+            slack = decode_slack_ms(snap, cfg)
             floor_ms = cfg.budget_floor_tpot_fraction * float(dec.tpot_slo_ms.min())
             budget = max(float(slack.min()), floor_ms)
         else:
@@ -221,6 +219,20 @@ class FairBatchingPolicy:
             snap.kv_free_tokens - int(pre.kv_reserve_tokens[i]),
         )
         return (c, int(pre.num_cached_tokens[i])) if c > 0 else (0, 0)
+
+
+def decode_slack_ms(snap: SchedulerSnapshot, config: FairBatchingConfig) -> np.ndarray:
+    """Slack of each running decode's next token under the configured envelope anchor."""
+    dec = snap.decodes
+    slack = next_token_slack_ms(
+        snap.now_ms, dec.arrival_ms, dec.ttft_slo_ms, dec.tpot_slo_ms, dec.num_output_tokens
+    )
+    if config.decode_deadline_anchor == "first_token":
+        known = ~np.isnan(dec.first_token_ms)
+        # Token j is due at first_token + j * tpot instead of arrival + ttft + j * tpot.
+        shift = dec.first_token_ms - (dec.arrival_ms + dec.ttft_slo_ms)
+        slack = np.where(known, slack + shift, slack)
+    return slack
 
 
 def prefill_order(snap: SchedulerSnapshot, config: FairBatchingConfig) -> np.ndarray:

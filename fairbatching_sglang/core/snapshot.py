@@ -25,6 +25,8 @@ class DecodeRequest:
     can_park: False for rows the engine cannot split off safely (e.g. SGLang rows with
         penalizers, logprobs, custom logit processors).
     parked_steps: consecutive steps this row has been parked up to now (0: it ran last step).
+    first_token_ms: when its first token came out (None: unknown); used when the policy anchors
+        the decode envelope at the first token (FairBatchingConfig.decode_deadline_anchor).
     """
 
     arrival_ms: float
@@ -33,6 +35,7 @@ class DecodeRequest:
     kv_tokens: int
     can_park: bool = True
     parked_steps: int = 0
+    first_token_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class DecodeRows:
     kv_tokens: np.ndarray
     can_park: np.ndarray
     parked_steps: np.ndarray
+    first_token_ms: np.ndarray  # NaN where unknown
 
     def __post_init__(self) -> None:
         n = len(self.arrival_ms)
@@ -96,6 +100,9 @@ class DecodeRows:
             kv_tokens=_i64([r.kv_tokens for r in reqs]),
             can_park=np.array([r.can_park for r in reqs], dtype=bool),
             parked_steps=_i64([r.parked_steps for r in reqs]),
+            first_token_ms=_f64(
+                [np.nan if r.first_token_ms is None else r.first_token_ms for r in reqs]
+            ),
         )
 
 

@@ -30,6 +30,7 @@ decode_requests = st.builds(
     kv_tokens=st.integers(1, 32_000),
     can_park=st.booleans(),
     parked_steps=st.integers(0, 5),
+    first_token_ms=st.one_of(st.none(), st.floats(-60_000, 0)),
 )
 
 
@@ -82,6 +83,7 @@ configs = st.builds(
     guarantee_prefill_progress=st.booleans(),
     protect_prefill_ttft=st.booleans(),
     late_prefill_order=st.sampled_from(["edf", "deprioritize"]),
+    decode_deadline_anchor=st.sampled_from(["arrival", "first_token"]),
 )
 
 cost_models = st.one_of(

@@ -15,6 +15,7 @@ from fairbatching_sglang.core import (
     HingeCostModel,
     SchedulerSnapshot,
     chunk_attn_work,
+    decode_slack_ms,
     next_token_slack_ms,
 )
 from tests.core.strategies import DEFAULT_MODEL, any_snapshots, configs, cost_models, snapshots
@@ -22,11 +23,8 @@ from tests.core.strategies import DEFAULT_MODEL, any_snapshots, configs, cost_mo
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None)
 
 
-def _slack(snap: SchedulerSnapshot) -> np.ndarray:
-    d = snap.decodes
-    return next_token_slack_ms(
-        snap.now_ms, d.arrival_ms, d.ttft_slo_ms, d.tpot_slo_ms, d.num_output_tokens
-    )
+def _slack(snap: SchedulerSnapshot, cfg: FairBatchingConfig) -> np.ndarray:
+    return decode_slack_ms(snap, cfg)
 
 
 def _recount(snap: SchedulerSnapshot, dec: BatchDecision, cm: HingeCostModel) -> dict:
@@ -95,7 +93,7 @@ def test_decode_with_slack_below_step_time_is_never_parked(
     dec = FairBatchingPolicy(cm, cfg).decide(snap)
     if not dec.parked_decode_indices:
         return
-    slack = _slack(snap)
+    slack = _slack(snap, cfg)
     d = snap.decodes
     # Parking must leave at least one more decode-only step of slack after this step.
     next_step_ms = cm.predict_raw_ms(d.num_reqs, float(d.kv_tokens.sum()), 0.0)
@@ -170,7 +168,7 @@ def test_repeated_parking_never_pushes_a_decode_past_its_deadline(
     was_parked: set[int] = set()
     for _ in range(steps):
         dec = policy.decide(snap)
-        slack = _slack(snap)
+        slack = _slack(snap, cfg)
         for i in dec.parked_decode_indices:
             # Parked again (or first time): its next token is still due after this step ends.
             assert slack[i] > dec.predicted_step_ms

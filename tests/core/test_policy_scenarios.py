@@ -157,3 +157,13 @@ def test_completing_prefill_ttft_is_protected() -> None:
 def test_config_rejects_unsafe_values(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         FairBatchingConfig(**kwargs)
+
+
+def test_first_token_anchor_removes_slack_banked_by_a_fast_first_token() -> None:
+    # First token 900 ms early: the arrival envelope banks 900 ms, the first-token one does not.
+    early = DecodeRequest(0.0, SLO, num_output_tokens=2, kv_tokens=100, first_token_ms=100.0)
+    snap = SchedulerSnapshot.build(150.0, [early], [], **CAPS)
+    by_arrival = FairBatchingPolicy(CM).decide(snap)
+    by_first = FairBatchingPolicy(CM, FairBatchingConfig(decode_deadline_anchor="first_token"))
+    assert by_arrival.budget_ms == 0 + 1000 + 2 * 50 - 150
+    assert by_first.decide(snap).budget_ms == SLO.tpot_slo_ms  # slack 100+100-150=50

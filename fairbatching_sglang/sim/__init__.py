@@ -1,0 +1,1 @@
+"""Virtual-time replay of traces under SGLang's stock policies, Sarathi and FairBatching."""

@@ -1,0 +1,286 @@
+"""Discrete-event engine in virtual time: one simulated serving instance.
+
+Events (see event_queue): ARRIVAL queues a request; SCHEDULE wakes an idle engine; STEP_END applies
+a step's results and schedules the next. Step durations come from the core cost model (the same
+profile files the policy uses) plus a per-step CPU overhead.
+
+Fast-forward: while only decodes run and nothing waits, consecutive steps differ only by KV growth,
+so a block of k steps is priced in closed form and ends at the first step boundary at or after the
+next arrival, the first completion or the KV limit - exactly what stepping one at a time gives
+(tests check the two agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fairbatching_sglang.core import HingeCostModel, chunk_attn_work
+from fairbatching_sglang.sim.config import SimConfig
+from fairbatching_sglang.sim.event_queue import EventKind, EventQueue
+from fairbatching_sglang.sim.prefix_cache import PrefixCache
+from fairbatching_sglang.sim.records import RecordSink
+from fairbatching_sglang.sim.request import SimRequest
+from fairbatching_sglang.sim.schedulers.base import SimScheduler, StepPlan
+from fairbatching_sglang.sim.state import InstanceState
+from fairbatching_sglang.sim.workload_arrays import SimWorkload
+
+MAX_FAST_FORWARD_STEPS = 4096
+
+
+@dataclass(frozen=True)
+class SimSummary:
+    num_requests: int
+    num_finished: int
+    num_rejected: int
+    num_steps: int
+    num_events: int
+    num_retractions: int
+    end_ms: float
+
+
+class Simulator:
+    def __init__(
+        self,
+        workload: SimWorkload,
+        scheduler: SimScheduler,
+        cost_model: HingeCostModel,
+        config: SimConfig,
+        sink: RecordSink,
+        kv_capacity_tokens: int,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.workload = workload
+        self.scheduler = scheduler
+        self.cost_model = cost_model
+        self.config = config
+        self.sink = sink
+        self.progress = progress
+        capacity = config.kv_capacity_tokens or kv_capacity_tokens
+        cache = None
+        if config.enable_prefix_cache and workload.hash_ids is not None:
+            cache = PrefixCache(capacity // config.prefix_block_tokens, config.prefix_block_tokens)
+        self.state = InstanceState(config, cost_model, capacity, prefix_cache=cache)
+        self._queue = EventQueue()
+        self._next_index = 0
+        self._busy = False
+        self._wake_pending = False
+        self._num_steps = 0
+        self._num_events = 0
+        self._num_finished = 0
+        self._num_rejected = 0
+
+    # -- event loop ------------------------------------------------------------------------------
+    def run(self) -> SimSummary:
+        self._push_next_arrival()
+        q = self._queue
+        now = 0.0
+        while len(q):
+            event = q.pop()
+            now = event.time_ms
+            self._num_events += 1
+            if event.kind is EventKind.ARRIVAL:
+                self._on_arrival(event.payload, now)
+            elif event.kind is EventKind.SCHEDULE:
+                self._wake_pending = False
+                if not self._busy:
+                    self._busy = self._start_step(now)
+            else:
+                self._finish_step(event.payload, now)
+                self._busy = self._start_step(now)
+            if self.progress is not None and self._num_events % 4096 == 0:
+                self.progress(self._num_finished + self._num_rejected, self.workload.num_requests)
+        self.sink.close()
+        if self.progress is not None:
+            self.progress(self._num_finished + self._num_rejected, self.workload.num_requests)
+        return SimSummary(
+            num_requests=self.workload.num_requests,
+            num_finished=self._num_finished,
+            num_rejected=self._num_rejected,
+            num_steps=self._num_steps,
+            num_events=self._num_events,
+            num_retractions=self.state.num_retractions,
+            end_ms=now,
+        )
+
+    def _push_next_arrival(self) -> None:
+        i = self._next_index
+        if i < self.workload.num_requests:
+            self._queue.push(float(self.workload.arrival_ms[i]), EventKind.ARRIVAL, i)
+            self._next_index = i + 1
+
+    def _on_arrival(self, i: int, now: float) -> None:
+        w = self.workload
+        hash_ids = w.hash_ids[i] if w.hash_ids is not None else None
+        req = SimRequest(
+            rid=i,
+            arrival_ms=float(w.arrival_ms[i]),
+            input_tokens=int(w.input_tokens[i]),
+            output_tokens=int(w.output_tokens[i]),
+            ttft_slo_ms=float(w.ttft_slo_ms[i]),
+            tpot_slo_ms=float(w.tpot_slo_ms[i]),
+            hash_ids=tuple(hash_ids) if hash_ids is not None else None,
+        )
+        self._push_next_arrival()
+        # A request whose whole sequence can never fit the KV pool is refused up front, as
+        # SGLang refuses prompts beyond its token capacity.
+        if req.input_tokens + req.output_tokens > self.state.kv_capacity_tokens:
+            self._record(req, "rejected")
+            return
+        self.state.waiting.append(req)
+        if not self._busy and not self._wake_pending:
+            self._wake_pending = True
+            self._queue.push(now, EventKind.SCHEDULE)
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _start_step(self, now: float) -> bool:
+        state = self.state
+        while True:
+            if not state.running and not state.waiting and state.chunked is None:
+                return False
+            plan = self.scheduler.plan(now, state)
+            if not plan.is_empty:
+                break
+            if state.running or state.chunked is not None:
+                raise RuntimeError(
+                    f"{self.scheduler.name} formed an empty step with work in flight at {now} ms"
+                )
+            # Nothing runs and nothing will free memory: the head request cannot be served.
+            self._record(state.waiting.popleft(), "rejected")
+        end_times = self._step_end_times(now, plan)
+        self._queue.push(float(end_times[-1]), EventKind.STEP_END, (plan, end_times, now))
+        return True
+
+    def _step_end_times(self, now: float, plan: StepPlan) -> np.ndarray:
+        cm = self.cost_model
+        overhead = self.config.step_overhead_ms
+        decodes = plan.decodes
+        num_decodes = len(decodes)
+        decode_kv = sum(r.kv_tokens for r in decodes)
+        num_prefill = 0
+        work = 0.0
+        for req, c in plan.chunks:
+            num_prefill += c
+            work += chunk_attn_work(c, req.prefilled)
+        first_ms = cm.predict_raw_ms(num_prefill + num_decodes, decode_kv, work) + overhead
+        state = self.state
+        if not (
+            self.config.fast_forward
+            and not plan.chunks
+            and not plan.parked
+            and not state.waiting
+            and state.chunked is None
+            and num_decodes == len(state.running)
+        ):
+            return np.array([now + first_ms])
+        k = min(
+            min(r.remaining_output for r in decodes),
+            state.kv_free_tokens // num_decodes,
+            MAX_FAST_FORWARD_STEPS,
+        )
+        if k <= 1:
+            return np.array([now + first_ms])
+        # Step j reads decode_kv + j * num_decodes KV tokens; everything else is constant.
+        durations = first_ms + cm.c3_ms_per_kv_token * num_decodes * np.arange(k)
+        ends = now + np.cumsum(durations)
+        next_arrival = self._queue.peek_time_ms()
+        cut = int(np.searchsorted(ends, next_arrival, side="left"))
+        return ends[: cut + 1] if cut < k else ends
+
+    def _finish_step(self, payload: tuple[StepPlan, np.ndarray, float], end: float) -> None:
+        plan, end_times, start = payload
+        state = self.state
+        k = len(end_times)
+        self._num_steps += k
+        times = end_times.tolist()
+        finished: list[SimRequest] = []
+        for req in plan.decodes:
+            req.num_output += k
+            req.kv_tokens += k
+            req.parked_steps = 0
+            req.token_times_ms.extend(times)
+            if req.is_done:
+                finished.append(req)
+        state.kv_used_tokens += k * len(plan.decodes)
+        if plan.decays_token_ratio and plan.decodes:
+            state.decay_new_token_ratio(k)
+        for req in plan.parked:
+            req.parked_steps += 1
+            req.total_parked_steps += 1
+        num_prefill_tokens = 0
+        for req, c in plan.chunks:
+            num_prefill_tokens += c
+            if req.kv_tokens == 0 and req.prefilled:
+                # Prefix-cache hit: its blocks are pinned once the request starts.
+                req.kv_tokens = req.prefilled
+                state.kv_used_tokens += req.prefilled
+            req.prefilled += c
+            req.kv_tokens += c
+            state.kv_used_tokens += c
+            if state.chunked is req:
+                state.chunked = None
+            else:
+                state.waiting.remove(req)
+            if req.remaining_prefill > 0:
+                state.chunked = req
+                continue
+            if req.first_token_ms < 0:
+                req.first_token_ms = end
+            req.num_output += 1
+            req.token_times_ms.append(end)
+            if req.is_done:
+                finished.append(req)
+            else:
+                state.running.append(req)
+        if finished:
+            done = {id(r) for r in finished}
+            state.running = [r for r in state.running if id(r) not in done]
+            for req in finished:
+                state.kv_used_tokens -= req.kv_tokens
+                req.kv_tokens = 0
+                if state.prefix_cache is not None:
+                    state.prefix_cache.insert(req.hash_ids)
+                req.finish_ms = end
+                self._record(req, "ok")
+        self.sink.add_step(
+            {
+                "start_ms": start,
+                "end_ms": end,
+                "num_steps": k,
+                "num_decodes": len(plan.decodes),
+                "num_parked": len(plan.parked),
+                "num_prefill_reqs": len(plan.chunks),
+                "num_prefill_tokens": num_prefill_tokens,
+                "num_waiting": len(state.waiting),
+                "num_running": len(state.running),
+                "kv_used_tokens": state.kv_used_tokens,
+                "budget_ms": plan.budget_ms,
+                "step_ms": (end - start) / k,
+            }
+        )
+
+    def _record(self, req: SimRequest, status: str) -> None:
+        if status == "ok":
+            self._num_finished += 1
+        else:
+            self._num_rejected += 1
+        self.sink.add_request(
+            {
+                "rid": req.rid,
+                "status": status,
+                "arrival_ms": req.arrival_ms,
+                "input_tokens": req.input_tokens,
+                "output_tokens": req.output_tokens,
+                "cached_tokens": req.cached_tokens,
+                "ttft_slo_ms": req.ttft_slo_ms,
+                "tpot_slo_ms": req.tpot_slo_ms,
+                "first_token_ms": req.first_token_ms,
+                "finish_ms": req.finish_ms,
+                "num_retractions": req.num_retractions,
+                "total_parked_steps": req.total_parked_steps,
+                "token_times_ms": req.token_times_ms,
+            }
+        )
+        req.token_times_ms = []

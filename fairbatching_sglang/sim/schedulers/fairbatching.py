@@ -1,0 +1,103 @@
+"""FairBatching in the simulator: the same core policy object the SGLang adapter drives.
+
+The instance state is turned into a core SchedulerSnapshot with SGLang's accounting (the same
+caps the patched server passes: chunked_prefill_size for the step, SGLang's rem_total_tokens for
+KV, the running-request limit for new admissions), and the core decision is applied as is.
+Decodes the policy could not fit in KV are retracted, as SGLang does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fairbatching_sglang.core import (
+    DecodeRows,
+    FairBatchingPolicy,
+    PrefillRows,
+    SchedulerSnapshot,
+)
+from fairbatching_sglang.sim.request import SimRequest
+from fairbatching_sglang.sim.schedulers.base import StepPlan
+from fairbatching_sglang.sim.state import InstanceState
+
+# The policy only ever admits the head of the EDF order; looking at more rows is wasted work.
+MAX_PREFILL_ROWS = 2048
+
+
+class FairBatchingScheduler:
+    name = "fairbatching"
+
+    def __init__(self, policy: FairBatchingPolicy) -> None:
+        self.policy = policy
+
+    def plan(self, now_ms: float, state: InstanceState) -> StepPlan:
+        cfg = state.config
+        running = list(state.running)  # retraction below mutates state.running
+        prefill_reqs: list[SimRequest] = []
+        if state.chunked is not None:
+            prefill_reqs.append(state.chunked)
+        for req in state.waiting:
+            if len(prefill_reqs) >= MAX_PREFILL_ROWS:
+                break
+            state.start_prefill(req)
+            prefill_reqs.append(req)
+
+        snap = SchedulerSnapshot(
+            now_ms=now_ms,
+            decodes=_decode_rows(running),
+            prefills=_prefill_rows(prefill_reqs, state),
+            max_num_batched_tokens=cfg.chunked_prefill_size,
+            max_prefill_tokens=min(cfg.chunked_prefill_size, cfg.max_prefill_tokens),
+            # Decode tokens come out of the running requests' own reservation.
+            kv_free_tokens=max(
+                0,
+                min(state.kv_free_tokens, int(state.admission_room_tokens()) + len(running)),
+            ),
+            max_new_prefills=max(
+                0, cfg.max_running_requests - len(running) - (state.chunked is not None)
+            ),
+        )
+        dec = self.policy.decide(snap)
+        for i in dec.unserved_decode_indices:
+            state.retract(running[i])
+        run = tuple(running[i] for i in dec.run_decode_indices)
+        parked = tuple(running[i] for i in dec.parked_decode_indices)
+        chunks = tuple((prefill_reqs[c.prefill_index], c.num_tokens) for c in dec.prefill_chunks)
+        return StepPlan(
+            decodes=run,
+            chunks=chunks,
+            parked=parked,
+            budget_ms=dec.budget_ms,
+            decays_token_ratio=not chunks,
+        )
+
+
+def _decode_rows(reqs: list[SimRequest]) -> DecodeRows:
+    n = len(reqs)
+    return DecodeRows(
+        arrival_ms=np.fromiter((r.arrival_ms for r in reqs), np.float64, n),
+        ttft_slo_ms=np.fromiter((r.ttft_slo_ms for r in reqs), np.float64, n),
+        tpot_slo_ms=np.fromiter((r.tpot_slo_ms for r in reqs), np.float64, n),
+        num_output_tokens=np.fromiter((r.num_output for r in reqs), np.int64, n),
+        kv_tokens=np.fromiter((r.kv_tokens for r in reqs), np.int64, n),
+        can_park=np.ones(n, dtype=bool),
+        parked_steps=np.fromiter((r.parked_steps for r in reqs), np.int64, n),
+        first_token_ms=np.fromiter((r.first_token_ms for r in reqs), np.float64, n),
+    )
+
+
+def _prefill_rows(reqs: list[SimRequest], state: InstanceState) -> PrefillRows:
+    n = len(reqs)
+    continuing = np.zeros(n, dtype=bool)
+    reserve = np.fromiter((state.new_request_reserve(r) for r in reqs), np.int64, n)
+    if state.chunked is not None and n:
+        continuing[0] = True
+        reserve[0] = 0  # charged when it was first admitted
+    return PrefillRows(
+        arrival_ms=np.fromiter((r.arrival_ms for r in reqs), np.float64, n),
+        ttft_slo_ms=np.fromiter((r.ttft_slo_ms for r in reqs), np.float64, n),
+        num_remaining_tokens=np.fromiter((r.remaining_prefill for r in reqs), np.int64, n),
+        num_cached_tokens=np.fromiter((r.prefilled for r in reqs), np.int64, n),
+        kv_reserve_tokens=reserve,
+        is_continuing=continuing,
+    )
