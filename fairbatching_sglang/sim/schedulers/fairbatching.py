@@ -20,29 +20,57 @@ from fairbatching_sglang.sim.request import SimRequest
 from fairbatching_sglang.sim.schedulers.base import StepPlan
 from fairbatching_sglang.sim.state import InstanceState
 
-# The policy only ever admits the head of the EDF order; looking at more rows is wasted work.
-MAX_PREFILL_ROWS = 2048
-
 
 class FairBatchingScheduler:
+    """max_prefill_rows: how much of the waiting queue (in queue order) the policy sees each
+    step. It admits from the head of its EDF order only; with one SLO class that order is the
+    queue order, so a window of a few hundred rows decides as the whole queue would (unless more
+    requests than that fit one step) at a fraction of the cost."""
+
     name = "fairbatching"
 
-    def __init__(self, policy: FairBatchingPolicy) -> None:
+    def __init__(self, policy: FairBatchingPolicy, max_prefill_rows: int = 512) -> None:
         self.policy = policy
+        self.max_prefill_rows = max_prefill_rows
 
     def plan(self, now_ms: float, state: InstanceState) -> StepPlan:
-        cfg = state.config
-        running = list(state.running)  # retraction below mutates state.running
-        prefill_reqs: list[SimRequest] = []
-        if state.chunked is not None:
-            prefill_reqs.append(state.chunked)
+        # Decodes that did not fit KV are retracted (as SGLang does before forming a batch) and
+        # the batch is formed again on the freed memory.
+        while True:
+            running = list(state.running)
+            prefill_reqs = self._prefill_candidates(state)
+            dec = self.policy.decide(self._snapshot(now_ms, state, running, prefill_reqs))
+            if not dec.unserved_decode_indices:
+                break
+            for i in dec.unserved_decode_indices:
+                state.retract(running[i])
+        chunks = tuple((prefill_reqs[c.prefill_index], c.num_tokens) for c in dec.prefill_chunks)
+        return StepPlan(
+            decodes=tuple(running[i] for i in dec.run_decode_indices),
+            chunks=chunks,
+            parked=tuple(running[i] for i in dec.parked_decode_indices),
+            budget_ms=dec.budget_ms,
+            decays_token_ratio=not chunks,
+        )
+
+    def _prefill_candidates(self, state: InstanceState) -> list[SimRequest]:
+        reqs: list[SimRequest] = [] if state.chunked is None else [state.chunked]
         for req in state.waiting:
-            if len(prefill_reqs) >= MAX_PREFILL_ROWS:
+            if len(reqs) >= self.max_prefill_rows:
                 break
             state.start_prefill(req)
-            prefill_reqs.append(req)
+            reqs.append(req)
+        return reqs
 
-        snap = SchedulerSnapshot(
+    @staticmethod
+    def _snapshot(
+        now_ms: float,
+        state: InstanceState,
+        running: list[SimRequest],
+        prefill_reqs: list[SimRequest],
+    ) -> SchedulerSnapshot:
+        cfg = state.config
+        return SchedulerSnapshot(
             now_ms=now_ms,
             decodes=_decode_rows(running),
             prefills=_prefill_rows(prefill_reqs, state),
@@ -56,19 +84,6 @@ class FairBatchingScheduler:
             max_new_prefills=max(
                 0, cfg.max_running_requests - len(running) - (state.chunked is not None)
             ),
-        )
-        dec = self.policy.decide(snap)
-        for i in dec.unserved_decode_indices:
-            state.retract(running[i])
-        run = tuple(running[i] for i in dec.run_decode_indices)
-        parked = tuple(running[i] for i in dec.parked_decode_indices)
-        chunks = tuple((prefill_reqs[c.prefill_index], c.num_tokens) for c in dec.prefill_chunks)
-        return StepPlan(
-            decodes=run,
-            chunks=chunks,
-            parked=parked,
-            budget_ms=dec.budget_ms,
-            decays_token_ratio=not chunks,
         )
 
 
