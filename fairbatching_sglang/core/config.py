@@ -33,12 +33,16 @@ class FairBatchingConfig:
         to cover it before urgency is decided, so the parking guarantee still holds.
     protect_prefill_ttft: once a prefill that will complete in this step (and can still meet its
         TTFT deadline) is admitted, later additions may not push the step past that deadline.
-    decode_deadline_anchor: where a decode's envelope starts. "arrival" (the paper's envelope):
-        token j is due at arrival + ttft + j * tpot, so a fast first token banks up to ttft of
-        slack that later tokens may spend (mean TPOT can then exceed tpot while every envelope
-        deadline holds). "first_token": token j is due at first_token_time + j * tpot, which
-        meets the usual mean-TPOT SLO whenever the envelope holds; slack comes only from decode
-        tokens produced early. Rows with an unknown first-token time use "arrival".
+    decode_deadline_anchor: where a decode's envelope starts. "arrival" (the envelope as the
+        paper's abstract describes it): token j is due at arrival + ttft + j * tpot, so a fast
+        first token banks up to ttft of slack that later tokens may spend; mean TPOT can then
+        exceed tpot while every envelope deadline holds, which the usual TTFT + mean-TPOT SLO
+        counts as a miss. "first_token" (default): token j is due at first_token_time + j * tpot,
+        which meets the mean-TPOT SLO whenever the envelope holds; slack then comes only from
+        decode tokens produced early. Rows with an unknown first-token time use "arrival".
+    deadline_headroom: the policy plans against SLOs scaled by this factor (0.9 = aim for 90% of
+        each TTFT / TPOT target) to absorb cost-model error and per-step jitter; 1.0 plans to the
+        exact SLO, so any step that runs longer than predicted turns into a miss.
     late_prefill_order: "edf" orders all new prefills by TTFT slack (most late first, best for tail
         TTFT); "deprioritize" serves prefills that can still meet their TTFT first and the already
         late ones after them (better SLO attainment/goodput under overload).
@@ -54,7 +58,8 @@ class FairBatchingConfig:
     guarantee_prefill_progress: bool = True
     protect_prefill_ttft: bool = True
     late_prefill_order: Literal["edf", "deprioritize"] = "edf"
-    decode_deadline_anchor: Literal["arrival", "first_token"] = "arrival"
+    decode_deadline_anchor: Literal["arrival", "first_token"] = "first_token"
+    deadline_headroom: float = 1.0
 
     def __post_init__(self) -> None:
         if self.budget_floor_tpot_fraction < 0:
@@ -71,5 +76,7 @@ class FairBatchingConfig:
             raise ValueError("min_chunk_tokens must be >= 1")
         if self.late_prefill_order not in ("edf", "deprioritize"):
             raise ValueError("late_prefill_order must be 'edf' or 'deprioritize'")
+        if not 0.0 < self.deadline_headroom <= 1.0:
+            raise ValueError("deadline_headroom must be in (0, 1]")
         if self.decode_deadline_anchor not in ("arrival", "first_token"):
             raise ValueError("decode_deadline_anchor must be 'arrival' or 'first_token'")

@@ -144,7 +144,10 @@ class FairBatchingPolicy:
                 if not completes:
                     break  # SGLang keeps a single chunked request: a partial chunk ends the step
                 if cfg.protect_prefill_ttft:
-                    ttft_slack = float(pre.arrival_ms[i] + pre.ttft_slo_ms[i]) - snap.now_ms
+                    ttft_slack = (
+                        float(pre.arrival_ms[i] + pre.ttft_slo_ms[i] * cfg.deadline_headroom)
+                        - snap.now_ms
+                    )
                     step_ms = cm.predict_raw_ms(num_tokens, decode_kv, attn_work)
                     if ttft_slack >= step_ms:
                         budget = min(budget, max(ttft_slack, floor_ms))
@@ -224,21 +227,27 @@ class FairBatchingPolicy:
 def decode_slack_ms(snap: SchedulerSnapshot, config: FairBatchingConfig) -> np.ndarray:
     """Slack of each running decode's next token under the configured envelope anchor."""
     dec = snap.decodes
-    slack = next_token_slack_ms(
-        snap.now_ms, dec.arrival_ms, dec.ttft_slo_ms, dec.tpot_slo_ms, dec.num_output_tokens
-    )
+    h = config.deadline_headroom
+    ttft = dec.ttft_slo_ms * h if h != 1.0 else dec.ttft_slo_ms
+    tpot = dec.tpot_slo_ms * h if h != 1.0 else dec.tpot_slo_ms
+    slack = next_token_slack_ms(snap.now_ms, dec.arrival_ms, ttft, tpot, dec.num_output_tokens)
     if config.decode_deadline_anchor == "first_token":
         known = ~np.isnan(dec.first_token_ms)
         # Token j is due at first_token + j * tpot instead of arrival + ttft + j * tpot.
-        shift = dec.first_token_ms - (dec.arrival_ms + dec.ttft_slo_ms)
+        shift = dec.first_token_ms - (dec.arrival_ms + ttft)
         slack = np.where(known, slack + shift, slack)
     return slack
+
+
+def prefill_ttft_slack_ms(snap: SchedulerSnapshot, config: FairBatchingConfig) -> np.ndarray:
+    pre = snap.prefills
+    return pre.arrival_ms + pre.ttft_slo_ms * config.deadline_headroom - snap.now_ms
 
 
 def prefill_order(snap: SchedulerSnapshot, config: FairBatchingConfig) -> np.ndarray:
     """Continuing chunk first, then new requests by TTFT slack (stable on queue order)."""
     pre = snap.prefills
-    ttft_slack = pre.arrival_ms + pre.ttft_slo_ms - snap.now_ms
+    ttft_slack = prefill_ttft_slack_ms(snap, config)
     late = ttft_slack < 0
     if config.late_prefill_order == "deprioritize":
         # Meetable ones first by slack, then late ones by slack.

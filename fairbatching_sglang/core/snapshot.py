@@ -76,10 +76,12 @@ class DecodeRows:
     kv_tokens: np.ndarray
     can_park: np.ndarray
     parked_steps: np.ndarray
-    first_token_ms: np.ndarray  # NaN where unknown
+    first_token_ms: np.ndarray | None = None  # NaN where unknown; None: all unknown
 
     def __post_init__(self) -> None:
         n = len(self.arrival_ms)
+        if self.first_token_ms is None:
+            object.__setattr__(self, "first_token_ms", np.full(n, np.nan))
         for name in self.__dataclass_fields__:
             if len(getattr(self, name)) != n:
                 raise ValueError(

@@ -37,7 +37,7 @@ def simulate(
     step_overhead_ms: Annotated[float, typer.Option(help="CPU overhead per step (ms).")] = 0.5,
     fb_anchor: Annotated[
         str, typer.Option(help="FairBatching decode envelope anchor: arrival | first_token.")
-    ] = "arrival",
+    ] = "first_token",
     fb_late_order: Annotated[
         str, typer.Option(help="FairBatching late prefills: edf | deprioritize.")
     ] = "edf",

@@ -90,7 +90,10 @@ def run_simulation(
     """
     sim_config = sim_config or SimConfig()
     workload = workload_from_table(table, slo_table, rate_scale)
+    # FairBatching plans with the step time it will see, overhead included (a deployment learns
+    # it online); a separate policy_profile models a planner that is wrong about the hardware.
     planning = (policy_profile or profile).cost_model
+    planning = planning.with_overhead(planning.overhead_ms + sim_config.step_overhead_ms)
     scheduler = make_scheduler(policy, planning, fairbatching_config)
     sink = ParquetSink(out_dir) if out_dir is not None else MemorySink(keep_steps=False)
     true_model = profile.cost_model

@@ -83,6 +83,7 @@ configs = st.builds(
     guarantee_prefill_progress=st.booleans(),
     protect_prefill_ttft=st.booleans(),
     late_prefill_order=st.sampled_from(["edf", "deprioritize"]),
+    deadline_headroom=st.floats(0.5, 1.0),
     decode_deadline_anchor=st.sampled_from(["arrival", "first_token"]),
 )
 

@@ -163,7 +163,22 @@ def test_first_token_anchor_removes_slack_banked_by_a_fast_first_token() -> None
     # First token 900 ms early: the arrival envelope banks 900 ms, the first-token one does not.
     early = DecodeRequest(0.0, SLO, num_output_tokens=2, kv_tokens=100, first_token_ms=100.0)
     snap = SchedulerSnapshot.build(150.0, [early], [], **CAPS)
-    by_arrival = FairBatchingPolicy(CM).decide(snap)
+    by_arrival = FairBatchingPolicy(CM, FairBatchingConfig(decode_deadline_anchor="arrival"))
+    by_arrival = by_arrival.decide(snap)
     by_first = FairBatchingPolicy(CM, FairBatchingConfig(decode_deadline_anchor="first_token"))
     assert by_arrival.budget_ms == 0 + 1000 + 2 * 50 - 150
     assert by_first.decide(snap).budget_ms == SLO.tpot_slo_ms  # slack 100+100-150=50
+
+
+def test_deadline_headroom_plans_against_a_fraction_of_the_slo() -> None:
+    snap = SchedulerSnapshot.build(0.0, [_decode(400.0)], [], **CAPS)
+    full = FairBatchingPolicy(CM, FairBatchingConfig(decode_deadline_anchor="arrival"))
+    tight = FairBatchingPolicy(
+        CM, FairBatchingConfig(decode_deadline_anchor="arrival", deadline_headroom=0.5)
+    )
+    assert full.decide(snap).budget_ms == 400.0
+    # Half the SLO: due at a + 500 + 10 * 25 instead of a + 1000 + 10 * 50, i.e. 750 ms sooner;
+    # the slack goes negative, so the budget falls to the (scaled-free) TPOT floor.
+    assert tight.decide(snap).budget_ms == SLO.tpot_slo_ms
+    looser = SchedulerSnapshot.build(0.0, [_decode(1000.0)], [], **CAPS)
+    assert tight.decide(looser).budget_ms == 1000.0 - 750.0
