@@ -1,0 +1,359 @@
+"""FairBatchingHook: the object the patched SGLang scheduler calls (see patches/README.md).
+
+Call points, once per scheduler iteration:
+1. `plan_prefill(scheduler, running_batch)` in `_get_new_batch_prefill_raw`, after the queue is
+   sorted: snapshot -> policy -> StepPlan (agreed across TP ranks), waiting queue reordered.
+   Returns True when the policy runs no prefill this step (the caller then returns no batch and
+   all running decodes run as a plain decode step).
+2. `apply_adder(adder)` right after the PrefillAdder is built: token/request budgets.
+3. `split_running(running_batch)` in the mixed-chunk block: (rows to mix, parked rows). The
+   caller mixes only the kept rows and returns `running_batch = parked`, so the parked rows
+   merge back automatically next step when the mixed batch (last_batch) is merged into it.
+4. `on_batch_formed(scheduler, batch)` at the end of `get_next_batch_to_run`: per-request token
+   counts, parked-step counters, step log, metrics.
+5. `annotate_load(scheduler, load)` when SGLang publishes its LoadSnapshot (/v1/loads).
+
+Overlap scheduling (event_loop_overlap, the default): when the next batch is formed, the
+previous one is still running and its results are not processed, so SGLang's per-request state
+is one step stale. The hook does not read it for timing: it counts the tokens it scheduled
+(in-flight ones included) and prices the decision at the predicted start of the next step,
+max(now, previous formation time + its predicted duration). Requests that finish in the
+in-flight step are still in the running batch; SGLang's mixed block filters them
+(`_reqs_finishing_inflight`) before the split, and the split matches rows by identity.
+
+Failure: every call is guarded. If the policy (or snapshot) raises, the step is logged, counted
+and run as stock mixed-chunk SGLang (no budget cap, no parking). The server never dies for the
+policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from fairbatching_sglang.core.cost_model import HingeCostModel
+from fairbatching_sglang.core.load_estimate import LoadEstimate, estimate_load
+from fairbatching_sglang.core.policy import FairBatchingPolicy
+from fairbatching_sglang.profiles import load_profile
+from fairbatching_sglang.sglang_adapter.batch_ops import (
+    apply_adder_budgets,
+    reorder_waiting_queue,
+    split_parked,
+)
+from fairbatching_sglang.sglang_adapter.plan import StepPlan, plan_from_decision
+from fairbatching_sglang.sglang_adapter.req_state import timing_of
+from fairbatching_sglang.sglang_adapter.settings import FairBatchingSettings
+from fairbatching_sglang.sglang_adapter.snapshot import (
+    SnapshotInputs,
+    batch_can_park,
+    build_snapshot,
+    row_can_park,
+)
+from fairbatching_sglang.sglang_adapter.telemetry import StepLog, StepRecord, make_metrics
+
+logger = logging.getLogger(__name__)
+
+# Waiting requests the policy looks at per step (queue order after SGLang's calc_priority).
+# Bounds the snapshot cost under a deep queue; the policy admits far fewer in one step.
+MAX_PREFILL_CANDIDATES = 256
+
+
+class FairBatchingHook:
+    def __init__(
+        self,
+        settings: FairBatchingSettings,
+        *,
+        chunked_prefill_size: int,
+        max_prefill_tokens: int,
+        enable_overlap: bool = False,
+        tp_size: int = 1,
+        tp_rank: int = 0,
+        tp_group: Any = None,
+        enable_metrics: bool = False,
+        metric_labels: dict[str, str] | None = None,
+        clock: Any = time.perf_counter,
+    ) -> None:
+        profile = load_profile(settings.profile)
+        cost: HingeCostModel = profile.cost_model
+        if settings.overhead_ms is not None:
+            cost = cost.with_overhead(settings.overhead_ms)
+        self.settings = settings
+        self.default_slo = settings.default_slo
+        self.policy = FairBatchingPolicy(cost, settings.policy_config())
+        self.cost_model = cost
+        self.chunked_prefill_size = chunked_prefill_size
+        self.max_prefill_tokens = min(chunked_prefill_size, max_prefill_tokens)
+        self.enable_overlap = enable_overlap
+        self.tp_size = tp_size
+        self.tp_rank = tp_rank
+        self.tp_group = tp_group
+        self.clock = clock
+        self.metrics = make_metrics(enable_metrics and tp_rank == 0, metric_labels or {})
+        self.step_log = StepLog(settings.step_log) if settings.step_log and tp_rank == 0 else None
+        self.current_plan: StepPlan | None = None
+        self.last_plan: StepPlan | None = None  # the latest applied plan (tests, debugging)
+        self._parked_reqs: frozenset[Any] = frozenset()
+        self._last_formed_ms: float | None = None
+        self._last_predicted_ms = 0.0
+        self.num_steps = 0
+        self.num_fallbacks = 0
+        self.last_load: LoadEstimate | None = None
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_scheduler(cls, scheduler: Any) -> FairBatchingHook:
+        from sglang.srt.runtime_context import get_parallel, get_schedule
+
+        sched_cfg = get_schedule()
+        parallel = get_parallel()
+        tp_size = int(getattr(parallel, "tp_size", 1) or 1)
+        settings = FairBatchingSettings.from_server_args(sched_cfg)
+        enable_metrics = bool(
+            getattr(getattr(scheduler, "metrics_reporter", None), "enable_metrics", False)
+        )
+        hook = cls(
+            settings,
+            chunked_prefill_size=int(scheduler.chunked_prefill_size),
+            max_prefill_tokens=int(scheduler.max_prefill_tokens),
+            enable_overlap=bool(scheduler.enable_overlap),
+            tp_size=tp_size,
+            tp_rank=int(getattr(scheduler, "tp_rank", 0) or 0),
+            tp_group=parallel.tp_group if tp_size > 1 else None,
+            enable_metrics=enable_metrics,
+            metric_labels={"tp_rank": str(getattr(scheduler, "tp_rank", 0))},
+        )
+        logger.info(
+            "FairBatching enabled: profile=%s ttft_slo=%.0fms tpot_slo=%.0fms config=%s",
+            settings.profile,
+            settings.ttft_slo_ms,
+            settings.tpot_slo_ms,
+            hook.policy.config,
+        )
+        return hook
+
+    # ------------------------------------------------------------------------------------------
+    def plan_prefill(self, scheduler: Any, running_batch: Any) -> bool:
+        """Decide this step. True: skip prefill (the policy schedules none)."""
+        self.current_plan = None
+        self._parked_reqs = frozenset()
+        plan: StepPlan | None = None
+        if self.tp_rank == 0:
+            try:
+                plan = self._decide(scheduler, running_batch)
+            except Exception:
+                self._fallback("policy raised")
+                plan = None
+        if self.tp_size > 1:
+            # One decision for all ranks: rank 0's (its clock), or fallback everywhere.
+            encoded = plan.encode() if plan is not None else None
+            encoded = self.tp_group.broadcast_object(encoded, src=0)
+            plan = StepPlan.decode(encoded) if encoded is not None else None
+            if plan is None and self.tp_rank != 0:
+                self.num_fallbacks += 1
+        if plan is None:
+            return False
+        try:
+            running = running_batch.reqs
+            self._parked_reqs = frozenset(running[i] for i in plan.parked_rows)
+            scheduler.waiting_queue = reorder_waiting_queue(
+                scheduler.waiting_queue, plan.admit_queue_indices
+            )
+        except Exception:
+            self._parked_reqs = frozenset()
+            self._fallback("applying the plan raised")
+            return False
+        self.current_plan = self.last_plan = plan
+        return plan.prefill_token_budget <= 0 and scheduler.chunked_req is None
+
+    def _decide(self, scheduler: Any, running_batch: Any) -> StepPlan:
+        now = self.clock() * 1000.0
+        if self.enable_overlap and self._last_formed_ms is not None:
+            # The in-flight step must finish before the next one starts.
+            now = max(now, self._last_formed_ms + self._last_predicted_ms)
+        running = running_batch.reqs
+        allocator = scheduler.token_to_kv_pool_allocator
+        kv_free = allocator.available_size() + scheduler.tree_cache.evictable_size()
+        ratio = float(scheduler.new_token_ratio_tracker.current)
+        max_new = scheduler.get_num_allocatable_reqs(len(running), running_batch=running_batch)
+        inputs = SnapshotInputs(
+            now_ms=now,
+            running_reqs=running,
+            chunked_req=scheduler.chunked_req,
+            waiting_reqs=scheduler.waiting_queue[:MAX_PREFILL_CANDIDATES],
+            batch_can_park=batch_can_park(running_batch) if running else True,
+            max_num_batched_tokens=self.chunked_prefill_size,
+            max_prefill_tokens=self.max_prefill_tokens,
+            kv_free_tokens=kv_free,
+            max_new_prefills=max(0, int(max_new)),
+            new_token_ratio=ratio,
+        )
+        snap = build_snapshot(inputs, self.default_slo)
+        decision = self.policy.decide(snap)
+        return plan_from_decision(decision, scheduler.chunked_req is not None)
+
+    def apply_adder(self, adder: Any, scheduler: Any) -> None:
+        plan = self.current_plan
+        if plan is None:
+            return
+        # A continuing chunk is always served (SGLang keeps it pinned); give it a floor.
+        floor = self.policy.config.min_chunk_tokens if scheduler.chunked_req is not None else 0
+        try:
+            apply_adder_budgets(adder, plan, min_budget=floor)
+        except Exception:
+            self._fallback("adder budgets raised")
+
+    def split_running(self, running_batch: Any) -> tuple[Any, Any | None]:
+        if not self._parked_reqs or self.current_plan is None:
+            return running_batch, None
+        # split_parked only mutates after both index lists exist; a failure before that
+        # leaves the batch whole (stock behaviour for this step).
+        try:
+            return split_parked(running_batch, self._parked_reqs)
+        except Exception:
+            self._fallback("split raised")
+            return running_batch, None
+
+    # ------------------------------------------------------------------------------------------
+    def on_batch_formed(self, scheduler: Any, batch: Any) -> None:
+        try:
+            self._account(scheduler, batch)
+        except Exception:
+            logger.exception("FairBatching: step accounting failed (ignored)")
+
+    def _account(self, scheduler: Any, batch: Any) -> None:
+        now_ms = self.clock() * 1000.0
+        plan = self.current_plan
+        parked = self._parked_reqs
+        self.current_plan = None
+        self._parked_reqs = frozenset()
+        if batch is None or not batch.reqs:
+            self._last_formed_ms = None  # idle: the next step starts now
+            if self.step_log is not None:
+                self.step_log.record(None, now_ms / 1000.0)
+            return
+        self.num_steps += 1
+        default = self.default_slo
+        decoding = batch.decoding_reqs if batch.forward_mode.is_mixed() else None
+        if batch.forward_mode.is_decode():
+            decode_reqs, prefill_reqs = batch.reqs, []
+        elif decoding:
+            n_pre = len(batch.reqs) - len(decoding)
+            decode_reqs, prefill_reqs = batch.reqs[n_pre:], batch.reqs[:n_pre]
+        else:
+            decode_reqs, prefill_reqs = [], batch.reqs
+        decode_kv = 0
+        for req in decode_reqs:
+            st = getattr(req, "fairbatching_state", None) or timing_of(
+                req, default, now_ms, row_can_park
+            )
+            n = len(req.output_ids)
+            st.num_scheduled_tokens = (
+                n if n > st.num_scheduled_tokens else st.num_scheduled_tokens
+            ) + 1
+            st.parked_steps = 0
+            decode_kv += st.prompt_len + st.num_scheduled_tokens
+        num_prefill_tokens = 0
+        attn_work = 0.0
+        chunked = scheduler.chunked_req
+        extend_lens = batch.extend_lens or []
+        prefix_lens = batch.prefix_lens or []
+        first_tokens = []
+        for i, req in enumerate(prefill_reqs):
+            c = int(extend_lens[i]) if i < len(extend_lens) else 0
+            k = int(prefix_lens[i]) if i < len(prefix_lens) else 0
+            num_prefill_tokens += c
+            attn_work += c * (k + c / 2.0)
+            if req is not chunked:  # its last chunk: the first token comes out of this step
+                st = timing_of(req, default, now_ms, row_can_park)
+                st.num_scheduled_tokens = max(st.num_scheduled_tokens, len(req.output_ids)) + 1
+                first_tokens.append(st)
+        for req in parked:
+            st = timing_of(req, default, now_ms, row_can_park)
+            st.parked_steps += 1
+        predicted = self.cost_model.predict_raw_ms(
+            num_prefill_tokens + len(decode_reqs), float(decode_kv), attn_work
+        )
+        if self.metrics is not None and self._last_formed_ms is not None:
+            measured = now_ms - self._last_formed_ms  # the previous step, engine busy throughout
+            self.metrics.measured_hist.observe(measured)
+            self.metrics.error_hist.observe(measured - self._last_predicted_ms)
+        self._last_formed_ms = now_ms
+        self._last_predicted_ms = predicted
+        for st in first_tokens:
+            if st.num_scheduled_tokens == 1:
+                st.first_token_ms = now_ms + predicted
+        if self.metrics is not None:
+            self.metrics.parked.set(len(parked))
+            self.metrics.predicted.set(predicted)
+            if plan is not None:
+                self.metrics.budget_ms.set(plan.budget_ms)
+        if self.step_log is not None:
+            self.step_log.record(
+                StepRecord(
+                    time_s=now_ms / 1000.0,
+                    num_prefill_tokens=num_prefill_tokens,
+                    num_decode_reqs=len(decode_reqs),
+                    decode_kv_tokens=decode_kv,
+                    prefill_attn_work=attn_work,
+                    predicted_ms=predicted,
+                    num_parked=len(parked),
+                    budget_ms=plan.budget_ms if plan is not None else None,
+                    fallback=plan is None,
+                ),
+                now_ms / 1000.0,
+            )
+
+    # ------------------------------------------------------------------------------------------
+    def estimate_load(self, scheduler: Any) -> LoadEstimate:
+        running = scheduler.running_batch.reqs
+        decode_kv = sum(len(r.origin_input_ids) + len(r.output_ids) for r in running)
+        queued = sum(
+            max(0, len(r.origin_input_ids) + len(r.output_ids) - r.prefix_len)
+            for r in scheduler.waiting_queue
+        )
+        chunked = scheduler.chunked_req
+        if chunked is not None:
+            queued += max(0, len(chunked.origin_input_ids) - (chunked.extend_end or 0))
+        return estimate_load(
+            self.cost_model,
+            num_decodes=len(running),
+            decode_kv_tokens=decode_kv,
+            queued_prefill_tokens=queued,
+            ttft_slo_ms=self.default_slo.ttft_slo_ms,
+            tpot_slo_ms=self.default_slo.tpot_slo_ms,
+            max_prefill_tokens=self.max_prefill_tokens,
+        )
+
+    def annotate_load(self, scheduler: Any, load: Any) -> Any:
+        """Fill the FairBatching fields of SGLang's LoadSnapshot (/v1/loads); never raises."""
+        try:
+            est = self.estimate_load(scheduler)
+            self.last_load = est
+            scheduler.max_running_requests_under_SLO = est.max_running_requests_under_slo
+            load.fairbatching_prefill_admission_tokens = est.prefill_admission_tokens
+            if est.max_running_requests_under_slo > 0:
+                load.utilization = round(
+                    max(
+                        load.num_running_reqs / est.max_running_requests_under_slo,
+                        load.token_usage / 0.9,
+                    ),
+                    4,
+                )
+            if self.metrics is not None:
+                self.metrics.admission.set(est.prefill_admission_tokens)
+        except Exception:
+            logger.exception("FairBatching: load estimate failed (load published without it)")
+        return load
+
+    # ------------------------------------------------------------------------------------------
+    def _fallback(self, why: str) -> None:
+        self.num_fallbacks += 1
+        if self.metrics is not None:
+            self.metrics.fallbacks.inc()
+        # Full traceback for the first few, then one line every 1000 (a persistent bug must not
+        # flood the log at one line per step).
+        if self.num_fallbacks <= 5:
+            logger.exception("FairBatching: %s; this step runs stock scheduling", why)
+        elif self.num_fallbacks % 1000 == 0:
+            logger.error("FairBatching: %d fallbacks so far (last: %s)", self.num_fallbacks, why)
