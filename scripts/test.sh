@@ -6,9 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 
-setup_args=()
-[ -f scripts/install_sglang_cpu.sh ] && setup_args+=(--sglang)
-bash scripts/setup.sh "${setup_args[@]}"
+# --sglang: the adapter tests run on the real pinned sglang (CPU build of torch, patched).
+bash scripts/setup.sh --sglang
 
 echo "==> ruff"
 "$VENV/bin/ruff" check .
