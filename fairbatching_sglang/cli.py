@@ -36,3 +36,7 @@ app.add_typer(trace_app, name="trace", help="Trace tools: stats, generate, conve
 from fairbatching_sglang.sim.cli import simulate  # noqa: E402
 
 app.command(help="Replay a trace in virtual time under one policy (simulated, no GPU).")(simulate)
+
+from fairbatching_sglang.harness.cli import ab  # noqa: E402
+
+app.command(help="A/B runs of scheduling arms (simulated or on a GPU) with capacity search.")(ab)

@@ -1,0 +1,190 @@
+"""`fairbatching ab`: A/B runs of several arms (simulated or on a GPU) with capacity search."""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+def ab(
+    trace: Annotated[
+        Path, typer.Option(help="Trace file (any format `fairbatching trace` reads).")
+    ],
+    arms: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated arms: sglang-default, sglang-mixed, sarathi (sim only), "
+            "fairbatching, fairbatching-ft."
+        ),
+    ] = "sglang-default,sglang-mixed,fairbatching",
+    backend: Annotated[
+        str, typer.Option(help="sim | gpu | auto (gpu when nvidia-smi finds a GPU).")
+    ] = "auto",
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default runs/ab-...).")
+    ] = None,
+    rates: Annotated[
+        str, typer.Option(help="Fixed rate scales every arm runs, e.g. 0.5,1,2.")
+    ] = "",
+    capacity: Annotated[bool, typer.Option(help="Search each arm's capacity.")] = True,
+    targets: Annotated[str, typer.Option(help="Attainment targets of the search.")] = "0.9,0.99",
+    start_rate: Annotated[float, typer.Option(help="First probe of the search.")] = 1.0,
+    rel_tol: Annotated[float, typer.Option(help="Stop bisecting at hi/lo - 1 <= this.")] = 0.02,
+    max_probes: Annotated[int, typer.Option(help="Probe budget per target.")] = 14,
+    detail_rate: Annotated[
+        float | None,
+        typer.Option(help="Common rate of latency tables/CDFs (default: lowest 90% capacity)."),
+    ] = None,
+    slo_ttft_ms: Annotated[float, typer.Option(help="TTFT SLO (ms).")] = 1000.0,
+    slo_tpot_ms: Annotated[float, typer.Option(help="TPOT SLO (ms).")] = 50.0,
+    profile: Annotated[
+        str, typer.Option(help="Cost profile (sim truth; FairBatching's model).")
+    ] = ("h100-llama3.1-8b"),
+    trace_format: Annotated[str | None, typer.Option("--format", help="Trace format.")] = None,
+    start_s: Annotated[float | None, typer.Option("--start", help="Window start (s).")] = None,
+    duration_s: Annotated[float | None, typer.Option("--duration", help="Window (s).")] = None,
+    max_rows: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
+    title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+    # GPU backend
+    model: Annotated[str | None, typer.Option(help="GPU: --model-path for the server.")] = None,
+    stock_venv: Annotated[Path | None, typer.Option(help="GPU: venv with stock sglang.")] = None,
+    patched_venv: Annotated[Path | None, typer.Option(help="GPU: venv with patched sglang.")] = (
+        None
+    ),
+    venv: Annotated[
+        Path | None, typer.Option(help="GPU: one venv; the patch is applied/reverted per arm.")
+    ] = None,
+    port: Annotated[int, typer.Option(help="GPU: server port.")] = 30000,
+    server_arg: Annotated[
+        list[str] | None, typer.Option(help="GPU: extra server argument (repeatable).")
+    ] = None,
+    request_timeout_s: Annotated[float, typer.Option(help="GPU: per-request timeout (s).")] = 600.0,
+    max_in_flight: Annotated[int, typer.Option(help="GPU: connection cap (counted if hit).")] = (
+        4096
+    ),
+    health_timeout_s: Annotated[float, typer.Option(help="GPU: wait for /health (s).")] = 900.0,
+) -> None:
+    """Run ARMS on TRACE, search capacity, write one directory per arm/rate and a report."""
+    from rich.console import Console
+
+    from fairbatching_sglang import __version__
+    from fairbatching_sglang.core import SloTable, SloTargets
+    from fairbatching_sglang.harness.ab import AbConfig, run_ab
+    from fairbatching_sglang.harness.arms import resolve_arms
+    from fairbatching_sglang.harness.capacity import CapacityConfig
+    from fairbatching_sglang.harness.gpu_backend import gpu_name
+    from fairbatching_sglang.harness.outcome import RunOutcome
+    from fairbatching_sglang.profiles import ProfileError, load_profile
+    from fairbatching_sglang.report import write_report
+    from fairbatching_sglang.workload import TraceError, load_trace
+
+    console = Console(stderr=True)
+    gpu = gpu_name() if backend in ("auto", "gpu") else None
+    kind = ("gpu" if gpu else "sim") if backend == "auto" else backend
+    if kind not in ("sim", "gpu"):
+        raise typer.BadParameter("--backend must be sim, gpu or auto")
+    command = "fairbatching ab " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [])
+    try:
+        arm_list = resolve_arms([a.strip() for a in arms.split(",") if a.strip()], kind)
+        table = load_trace(
+            trace, trace_format, start_s=start_s, duration_s=duration_s, max_rows=max_rows
+        )
+        prof = load_profile(profile)
+        slo = SloTable(SloTargets(slo_ttft_ms, slo_tpot_ms))
+        cfg = AbConfig(
+            arms=tuple(a.name for a in arm_list),
+            rates=_floats(rates),
+            capacity_targets=_floats(targets),
+            capacity=CapacityConfig(start_rate=start_rate, rel_tol=rel_tol, max_probes=max_probes)
+            if capacity
+            else None,
+            detail_rate=detail_rate,
+        )
+    except (TraceError, ProfileError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+    if kind == "sim":
+        from fairbatching_sglang.harness.sim_backend import SimBackend
+        from fairbatching_sglang.sim.config import SimConfig
+
+        be = SimBackend(table, prof, slo, SimConfig(), command)
+    else:
+        be = _gpu_backend(
+            table, slo, command, gpu, model, stock_venv, patched_venv, venv, port, server_arg,
+            request_timeout_s, max_in_flight, health_timeout_s, profile,
+        )  # fmt: skip
+    out_dir = out or Path("runs") / f"ab-{kind}-{trace.stem}"
+    meta = {
+        "command": command,
+        "versions": {"fairbatching_sglang": __version__, "python": platform.python_version()},
+        "profile": prof.name if kind == "sim" else profile,
+        "slo": {"ttft_slo_ms": slo_ttft_ms, "tpot_slo_ms": slo_tpot_ms},
+        "trace": {
+            "source": str(table.source),
+            "num_requests": table.num_requests,
+            "span_s": table.span_s,
+            "transformations": list(table.transformations),
+        },
+    }
+
+    def on_run(o: RunOutcome) -> None:
+        s = o.summary
+        console.print(
+            f"[bold]{o.arm}[/] x{o.rate_scale:.4g}: {o.status} "
+            f"attainment {s.get('slo_attainment', float('nan')):.4f} "
+            f"ttft p99 {s.get('ttft_ms_p99', float('nan')):.0f} ms"
+            + (f" ({(o.error or '').splitlines()[0]})" if o.error else "")
+        )
+
+    with console.status(f"A/B on {table.num_requests} requests ({be.label})"):
+        run_ab(be, arm_list, cfg, out_dir, meta, on_run)
+    report = write_report(out_dir, title)
+    console.print(f"report: {report}")
+
+
+def _gpu_backend(
+    table, slo, command, gpu, model, stock_venv, patched_venv, venv, port, server_arg,
+    request_timeout_s, max_in_flight, health_timeout_s, profile,
+):  # fmt: skip
+    from fairbatching_sglang.harness.client import ClientConfig
+    from fairbatching_sglang.harness.gpu_backend import GpuBackend, GpuConfig
+    from fairbatching_sglang.harness.server import ServerSpec
+
+    if model is None:
+        raise typer.BadParameter("--backend gpu needs --model")
+    if venv is not None:
+        stock = patched = str(venv / "bin/python")
+        mode = "toggle"
+    elif stock_venv is not None and patched_venv is not None:
+        stock, patched, mode = (
+            str(stock_venv / "bin/python"),
+            str(patched_venv / "bin/python"),
+            "none",
+        )
+    else:
+        raise typer.BadParameter("--backend gpu needs --venv, or --stock-venv and --patched-venv")
+    if gpu is None and shutil.which("nvidia-smi") is None:
+        typer.echo("warning: nvidia-smi not found; the GPU run will probably fail", err=True)
+    spec = ServerSpec(
+        python=stock,
+        model_path=model,
+        port=port,
+        extra_args=tuple(server_arg or ()),
+        health_timeout_s=health_timeout_s,
+    )
+    client = ClientConfig(
+        base_url=spec.base_url, request_timeout_s=request_timeout_s, max_in_flight=max_in_flight
+    )
+    cfg = GpuConfig(stock, patched, spec, profile=profile, patch_mode=mode, client=client)
+    return GpuBackend(table, slo, cfg, command, gpu=gpu or "unknown GPU")

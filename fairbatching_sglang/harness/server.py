@@ -1,0 +1,107 @@
+"""One SGLang server process: start, wait for /health, stop, with its log in a file.
+
+The server runs in its own process group so that stop() also ends the scheduler/detokenizer
+children SGLang spawns (a leftover scheduler would hold the GPU for the next arm).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    python: str
+    model_path: str
+    host: str = "127.0.0.1"
+    port: int = 30000
+    extra_args: tuple[str, ...] = ()
+    health_timeout_s: float = 900.0
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class ServerProcess:
+    def __init__(self, spec: ServerSpec, flags: list[str], log_path: Path) -> None:
+        self.spec = spec
+        self.argv = [
+            spec.python,
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            spec.model_path,
+            "--host",
+            spec.host,
+            "--port",
+            str(spec.port),
+            *spec.extra_args,
+            *flags,
+        ]
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.spec.env},
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ServerStartError(f"cannot run {self.argv[0]}: {exc}") from exc
+        finally:
+            log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def wait_healthy(self) -> float:
+        """Seconds until /health answered 200; raises ServerStartError on exit or timeout."""
+        start = time.monotonic()
+        deadline = start + self.spec.health_timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise ServerStartError(
+                    f"server exited with code {self.returncode} before /health; see {self.log_path}"
+                )
+            try:
+                if httpx.get(self.spec.base_url + "/health", timeout=5.0).status_code == 200:
+                    return time.monotonic() - start
+            except httpx.HTTPError:
+                pass
+            time.sleep(1.0)
+        raise ServerStartError(f"no healthy /health within {self.spec.health_timeout_s:g} s")
+
+    def stop(self, grace_s: float = 30.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.returncode
+        pgid = os.getpgid(self.proc.pid)
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            self.proc.wait(10)
+        return self.returncode

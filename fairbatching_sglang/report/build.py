@@ -1,0 +1,120 @@
+"""Write report.md, CSV tables and plots for one A/B output directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fairbatching_sglang.report.collect import load_ab
+from fairbatching_sglang.report.plots import plot_attainment, plot_cdfs, plot_timeline
+from fairbatching_sglang.report.tables import (
+    capacity_table,
+    detail_table,
+    ratio_table,
+    sweep_table,
+    to_markdown,
+)
+
+
+def write_report(root: Path, title: str | None = None) -> Path:
+    data = load_ab(root)
+    idx = data.index
+    label = idx.get("label", "UNKNOWN BACKEND")
+    rate = data.detail_rate
+    plots = root / "plots"
+    plots.mkdir(exist_ok=True)
+
+    det = detail_table(data, rate) if rate is not None else None
+    cap = capacity_table(data)
+    ratios = ratio_table(data, rate)
+    sweep = sweep_table(data)
+    cap.to_csv(root / "capacity.csv", index=False)
+    ratios.to_csv(root / "ratios.csv", index=False)
+    sweep.to_csv(root / "runs.csv", index=False)
+    if det is not None:
+        det.to_csv(root / "detail.csv", index=False)
+
+    att_png = plot_attainment(data, plots / "attainment_vs_rate.png", label)
+    cdf_png = plot_cdfs(data, rate, plots / "cdf_ttft_tpot.png", label) if rate else None
+    tl_png, tl_missing = (
+        plot_timeline(data, rate, plots / "timeline.png", label) if rate else (None, data.arms)
+    )
+
+    slo = idx.get("slo", {})
+    trace = idx.get("trace", {})
+    lines = [
+        f"# {title or 'A/B report'}",
+        "",
+        f"**{label}**",
+        "",
+        f"- Command: `{idx.get('command', '?')}`",
+        f"- Versions: `{json.dumps(idx.get('versions', {}))}`",
+        f"- Profile: `{idx.get('profile', '?')}`",
+        f"- Trace: `{trace.get('source', '?')}` ({trace.get('num_requests', '?')} requests, "
+        f"span {trace.get('span_s', float('nan')):.0f} s; transformations: "
+        f"{', '.join(trace.get('transformations', [])) or 'none'})",
+        f"- SLO: TTFT {slo.get('ttft_slo_ms', '?')} ms, TPOT {slo.get('tpot_slo_ms', '?')} ms "
+        "(attainment = share of all requests meeting both; failed requests count as misses)",
+        f"- Arms: {', '.join(data.arms)}",
+        "",
+        "## Capacity (highest rate scale meeting the attainment target)",
+        "",
+        "Rate scale 1 = the trace's own rate; found by doubling then bisection, every probe is "
+        "listed in `runs.csv` and `<arm>/capacity.json`.",
+        "",
+        to_markdown(cap),
+        "## FairBatching / stock ratios",
+        "",
+        "capacity ratio > 1: FairBatching sustains more load; TTFT/TPOT p99 ratio < 1: "
+        f"FairBatching's tail is lower (at the common rate x{rate:g}).",
+        "",
+        to_markdown(ratios),
+    ]
+    if det is not None:
+        lat_cols = ["arm", "status"] + [
+            f"{k}_p{p}" for k in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms") for p in (50, 90, 99)
+        ]
+        att_cols = [
+            "arm",
+            "slo_attainment",
+            "ttft_attainment",
+            "tpot_attainment",
+            "envelope_attainment",
+            "goodput_rps",
+            "throughput_rps",
+            "num_failed",
+        ]
+        lines += [
+            f"## Latency at the common rate x{rate:g} (ms)",
+            "",
+            to_markdown(det.reindex(columns=lat_cols), ".1f"),
+            f"## Attainment and goodput at x{rate:g}",
+            "",
+            to_markdown(det.reindex(columns=att_cols), ".4g"),
+        ]
+    lines += ["## Plots", "", f"![attainment vs rate]({att_png.relative_to(root)})", ""]
+    if cdf_png is not None:
+        lines += [f"![TTFT and TPOT CDFs]({cdf_png.relative_to(root)})", ""]
+    if tl_png is not None:
+        lines += [f"![batch composition timeline]({tl_png.relative_to(root)})", ""]
+    if tl_missing:
+        lines += [
+            f"Timeline omitted for {', '.join(tl_missing)}: no step data (the simulator writes "
+            "steps.parquet; a GPU run has one only when the server wrote a FairBatching step log).",
+            "",
+        ]
+    failed = data.runs[data.runs["status"] != "ok"] if len(data.runs) else data.runs
+    if len(failed):
+        lines += [
+            "## Runs that did not complete normally",
+            "",
+            to_markdown(failed[["arm", "rate_scale", "status", "error"]]),
+        ]
+    for arm, doc in data.capacity.items():
+        if doc.get("status") not in (None, "ok"):
+            lines += [
+                f"- arm `{arm}`: {doc['status']}: {(doc.get('error') or '').splitlines()[:1]}"
+            ]
+    path = root / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Regenerate the simulated reports under results/ (see results/README.md).
+# Records (*.parquet) are deleted after each report is built: they are large and the command
+# in each report regenerates them exactly (the simulator is deterministic).
+#
+#   harness/publish_sim.sh [conv|code|mooncake ...]   (default: all three)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TRACES="${TRACES_DIR:-$ROOT/../shared/traces}"
+ARMS="sglang-default,sglang-mixed,sarathi,fairbatching,fairbatching-ft"
+COMMON=(--backend sim --arms "$ARMS" --profile h100-llama3.1-8b --rel-tol 0.02 --max-probes 14)
+
+run() {  # name trace ttft_ms title
+  local out="$ROOT/results/sim-$1"
+  rm -rf "$out"
+  "$ROOT/harness/run_ab.sh" --trace "$2" --out "$out" --slo-ttft-ms "$3" --slo-tpot-ms 50 \
+    --title "$4" "${COMMON[@]}"
+  find "$out" -name '*.parquet' -delete
+}
+
+for which in "${@:-conv code mooncake}"; do
+  for w in $which; do
+    case "$w" in
+      conv) run azure-conv "$TRACES/azure_llm_2023/AzureLLMInferenceTrace_conv.csv" 1000 \
+              "SIMULATED A/B: Azure LLM 2023 conv, Llama-3.1-8B on H100 cost profile" ;;
+      code) run azure-code "$TRACES/azure_llm_2023/AzureLLMInferenceTrace_code.csv" 1000 \
+              "SIMULATED A/B: Azure LLM 2023 code, Llama-3.1-8B on H100 cost profile" ;;
+      mooncake) run mooncake "$TRACES/mooncake_fast25/synthetic_trace.jsonl" 5000 \
+              "SIMULATED A/B: Mooncake synthetic (FAST'25), Llama-3.1-8B on H100 cost profile" ;;
+      *) echo "publish_sim: unknown trace $w" >&2; exit 64 ;;
+    esac
+  done
+done

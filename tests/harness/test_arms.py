@@ -1,0 +1,39 @@
+"""Arm definitions: the two FairBatching anchors stay distinct; GPU flags are right."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fairbatching_sglang.core import SloTargets
+from fairbatching_sglang.harness.arms import ARMS, resolve_arms
+
+
+def test_anchor_arms_are_explicit() -> None:
+    assert ARMS["fairbatching"].fairbatching_config().decode_deadline_anchor == "arrival"
+    assert ARMS["fairbatching-ft"].fairbatching_config().decode_deadline_anchor == "first_token"
+    assert ARMS["sglang-default"].fairbatching_config() is None
+
+
+def test_gpu_flags() -> None:
+    slo = SloTargets(1000.0, 50.0)
+    assert ARMS["sglang-default"].gpu_flags(slo, "p") == []
+    assert ARMS["sglang-mixed"].gpu_flags(slo, "p") == ["--enable-mixed-chunk"]
+    fb = ARMS["fairbatching-ft"].gpu_flags(slo, "h100-llama3.1-8b")
+    assert fb[:7] == [
+        "--enable-fairbatching",
+        "--fairbatching-ttft-slo-ms",
+        "1000",
+        "--fairbatching-tpot-slo-ms",
+        "50",
+        "--fairbatching-profile",
+        "h100-llama3.1-8b",
+    ]
+    assert json.loads(fb[fb.index("--fairbatching-config") + 1]) == {
+        "decode_deadline_anchor": "first_token"
+    }
+    with pytest.raises(ValueError):
+        resolve_arms(["sarathi"], "gpu")
+    with pytest.raises(ValueError):
+        resolve_arms(["nope"], "sim")
