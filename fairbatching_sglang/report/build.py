@@ -8,6 +8,8 @@ from pathlib import Path
 from fairbatching_sglang.report.collect import load_ab
 from fairbatching_sglang.report.plots import plot_attainment, plot_cdfs, plot_timeline
 from fairbatching_sglang.report.tables import (
+    ATTAINMENT_KEYS,
+    LATENCY_KEYS,
     capacity_table,
     detail_table,
     ratio_table,
@@ -71,19 +73,8 @@ def write_report(root: Path, title: str | None = None) -> Path:
         to_markdown(ratios),
     ]
     if det is not None:
-        lat_cols = ["arm", "status"] + [
-            f"{k}_p{p}" for k in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms") for p in (50, 90, 99)
-        ]
-        att_cols = [
-            "arm",
-            "slo_attainment",
-            "ttft_attainment",
-            "tpot_attainment",
-            "envelope_attainment",
-            "goodput_rps",
-            "throughput_rps",
-            "num_failed",
-        ]
+        lat_cols = ["arm", "status"] + [f"{k}_p{p}" for k in LATENCY_KEYS for p in (50, 90, 99)]
+        att_cols = ["arm", *ATTAINMENT_KEYS]
         lines += [
             f"## Latency at the common rate x{rate:g} (ms)",
             "",

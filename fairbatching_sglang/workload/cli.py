@@ -7,6 +7,7 @@ fast.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -50,18 +51,22 @@ def _load(
     from fairbatching_sglang.workload.errors import TraceError
     from fairbatching_sglang.workload.load import load_trace
 
+    def load(progress: Callable[[int, int], None] | None = None) -> RequestTable:
+        return load_trace(
+            path,
+            fmt,
+            start_s=start,
+            duration_s=duration,
+            max_rows=max_rows,
+            strict=strict,
+            zero_lengths=zero_lengths,  # type: ignore[arg-type]
+            progress=progress,
+        )
+
     big = path.exists() and path.stat().st_size > 64 << 20
     try:
         if not big:
-            return load_trace(
-                path,
-                fmt,
-                start_s=start,
-                duration_s=duration,
-                max_rows=max_rows,
-                strict=strict,
-                zero_lengths=zero_lengths,  # type: ignore[arg-type]
-            )
+            return load()
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeElapsedColumn
 
         with Progress(
@@ -72,20 +77,7 @@ def _load(
             transient=True,
         ) as bar:
             task = bar.add_task(f"reading {path.name}", total=path.stat().st_size)
-
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
-            return load_trace(
-                path,
-                fmt,
-                start_s=start,
-                duration_s=duration,
-                max_rows=max_rows,
-                strict=strict,
-                zero_lengths=zero_lengths,
-                progress=progress,  # type: ignore[arg-type]
-            )
+            return load(lambda done, total: bar.update(task, completed=done, total=total))
     except (TraceError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
