@@ -45,10 +45,12 @@ from fairbatching_sglang.sglang_adapter.plan import StepPlan, plan_from_decision
 from fairbatching_sglang.sglang_adapter.req_state import timing_of
 from fairbatching_sglang.sglang_adapter.settings import FairBatchingSettings
 from fairbatching_sglang.sglang_adapter.snapshot import (
+    SnapshotCache,
     SnapshotInputs,
     batch_can_park,
     build_snapshot,
     row_can_park,
+    states_of,
 )
 from fairbatching_sglang.sglang_adapter.telemetry import StepLog, StepRecord, make_metrics
 
@@ -96,6 +98,9 @@ class FairBatchingHook:
         self._parked_reqs: frozenset[Any] = frozenset()
         self._last_formed_ms: float | None = None
         self._last_predicted_ms = 0.0
+        self._snapshot_cache = SnapshotCache()
+        # (row states, num_output_tokens, KV sum, any parked_steps) of this step's snapshot decodes.
+        self._snap_rows: tuple[list[Any], Any, int, bool] | None = None
         self.num_steps = 0
         self.num_fallbacks = 0
         self.last_load: LoadEstimate | None = None
@@ -137,6 +142,7 @@ class FairBatchingHook:
         """Decide this step. True: skip prefill (the policy schedules none)."""
         self.current_plan = None
         self._parked_reqs = frozenset()
+        self._snap_rows = None
         plan: StepPlan | None = None
         if self.tp_rank == 0:
             try:
@@ -188,7 +194,14 @@ class FairBatchingHook:
             max_new_prefills=max(0, int(max_new)),
             new_token_ratio=ratio,
         )
-        snap = build_snapshot(inputs, self.default_slo)
+        snap = build_snapshot(inputs, self.default_slo, self._snapshot_cache)
+        dec = snap.decodes
+        self._snap_rows = (
+            self._snapshot_cache.states,
+            dec.num_output_tokens,
+            int(dec.kv_tokens.sum()),
+            bool(dec.parked_steps.any()),
+        )
         decision = self.policy.decide(snap)
         return plan_from_decision(decision, scheduler.chunked_req is not None)
 
@@ -242,17 +255,29 @@ class FairBatchingHook:
             decode_reqs, prefill_reqs = batch.reqs[n_pre:], batch.reqs[:n_pre]
         else:
             decode_reqs, prefill_reqs = [], batch.reqs
-        decode_kv = 0
-        for req in decode_reqs:
-            st = getattr(req, "fairbatching_state", None) or timing_of(
-                req, default, now_ms, row_can_park
-            )
-            n = len(req.output_ids)
-            st.num_scheduled_tokens = (
-                n if n > st.num_scheduled_tokens else st.num_scheduled_tokens
-            ) + 1
-            st.parked_steps = 0
-            decode_kv += st.prompt_len + st.num_scheduled_tokens
+        # One token scheduled per decode row: counters advance, parked streaks reset.
+        snap_rows = self._snap_rows
+        self._snap_rows = None
+        states = states_of(decode_reqs, default, now_ms)
+        if snap_rows is not None and states == snap_rows[0]:
+            # Every snapshot row runs: its token count was read this step (nothing appends
+            # output tokens during batch formation), so the update is one vector op.
+            scheduled = snap_rows[1] + 1
+            for st, s in zip(states, scheduled.tolist(), strict=True):
+                st.num_scheduled_tokens = s
+            if snap_rows[3]:
+                for st in states:
+                    st.parked_steps = 0
+            decode_kv = snap_rows[2] + len(states)
+        else:
+            outs = [len(req.output_ids) for req in decode_reqs]
+            decode_kv = 0
+            for st, n in zip(states, outs, strict=True):
+                s = st.num_scheduled_tokens
+                s = (n if n > s else s) + 1
+                st.num_scheduled_tokens = s
+                st.parked_steps = 0
+                decode_kv += st.prompt_len + s
         num_prefill_tokens = 0
         attn_work = 0.0
         chunked = scheduler.chunked_req
@@ -268,9 +293,9 @@ class FairBatchingHook:
                 st = timing_of(req, default, now_ms, row_can_park)
                 st.num_scheduled_tokens = max(st.num_scheduled_tokens, len(req.output_ids)) + 1
                 first_tokens.append(st)
-        for req in parked:
-            st = timing_of(req, default, now_ms, row_can_park)
-            st.parked_steps += 1
+        if parked:
+            for st in states_of(list(parked), default, now_ms):
+                st.parked_steps += 1
         predicted = self.cost_model.predict_raw_ms(
             num_prefill_tokens + len(decode_reqs), float(decode_kv), attn_work
         )
