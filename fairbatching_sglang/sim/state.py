@@ -68,15 +68,14 @@ class InstanceState:
         self.num_retractions += 1
         self.waiting.appendleft(req)
 
-    def retract_for_decode(self, num_decodes: int | None = None) -> list[SimRequest]:
+    def retract_for_decode(self) -> list[SimRequest]:
         """SGLang's retract_decode: drop the requests with the fewest output tokens (longest
         input first among equals) until the remaining decodes fit one step of KV."""
         retracted: list[SimRequest] = []
-        need = len(self.running) if num_decodes is None else num_decodes
-        if self.kv_free_tokens >= need or len(self.running) <= 1:
+        if self.kv_free_tokens >= len(self.running) or len(self.running) <= 1:
             return retracted
         order = sorted(self.running, key=lambda r: (r.num_output, -r.input_tokens), reverse=True)
-        while order and len(order) > 1 and self.kv_free_tokens < len(order):
+        while len(order) > 1 and self.kv_free_tokens < len(order):
             victim = order.pop()
             self.retract(victim)
             retracted.append(victim)

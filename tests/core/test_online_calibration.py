@@ -12,15 +12,9 @@ from fairbatching_sglang.core.online_calibration import (
     OnlineCalibrationConfig,
     OnlineCalibrator,
 )
+from tests.synthetic_cost import KNOWN_MODEL
 
-BASE = HingeCostModel(
-    c0_ms=1.9,
-    c1_ms_per_token=0.021,
-    c3_ms_per_kv_token=4.2e-5,
-    c4_ms_per_attn_unit=8.4e-7,
-    c5_ms_per_token_below_knee=0.010,
-    knee_tokens=448,
-)
+BASE = KNOWN_MODEL
 
 
 def random_step(rng: random.Random) -> StepShape:

@@ -15,15 +15,9 @@ from fairbatching_sglang.profiles.fit import (
     relative_errors,
     rounded_coefficients,
 )
+from tests.synthetic_cost import KNOWN_MODEL
 
-TRUE = HingeCostModel(
-    c0_ms=1.9,
-    c1_ms_per_token=0.021,
-    c3_ms_per_kv_token=4.2e-5,
-    c4_ms_per_attn_unit=8.4e-7,
-    c5_ms_per_token_below_knee=0.010,
-    knee_tokens=448,
-)
+TRUE = KNOWN_MODEL
 
 
 def synthetic(model: HingeCostModel, n: int, seed: int, noise: float) -> StepSamples:
