@@ -40,3 +40,11 @@ app.command(help="Replay a trace in virtual time under one policy (simulated, no
 from fairbatching_sglang.harness.cli import ab  # noqa: E402
 
 app.command(help="A/B runs of scheduling arms (simulated or on a GPU) with capacity search.")(ab)
+
+from fairbatching_sglang.router.cli import router_app  # noqa: E402
+
+app.add_typer(router_app, name="router", help="Cluster router: admission-budget routing.")
+
+from fairbatching_sglang.sim.cluster.cli import cluster_app  # noqa: E402
+
+app.add_typer(cluster_app, name="cluster", help="Simulated cluster: routing x scheduling.")

@@ -2,9 +2,10 @@
 """Fit a step-cost profile from aiconfigurator-core's measured SGLang kernel tables.
 
 Samples random steps (prefill chunks on cached prefixes, decode batches with varied KV lengths,
-mixed steps), prices each with the compiled aiconfigurator-core engine, fits the hinge form
-(fairbatching_sglang/profiles/fit.py) on one half and reports errors on the other, and writes a
-profile JSON in the schema of fairbatching_sglang/profiles/h100-llama3.1-8b.json.
+mixed steps), prices each with the compiled aiconfigurator-core engine, fits the two-hinge
+form with its has-a-prefill cost (fairbatching_sglang/profiles/fit.py) on one half and reports
+errors on the other, and writes a profile JSON in the schema of
+fairbatching_sglang/profiles/h100-llama3.1-8b.json.
 
 Needs the `calibrate` extra:  .venv/bin/pip install aiconfigurator-core==0.12.0
 
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "sglang_version": args.backend_version,
         "source": (
             f"aiconfigurator-core {AICONFIGURATOR_VERSION} (NVIDIA, Apache-2.0) measured SGLang "
-            f"{args.backend_version} kernel tables; hinge fit over {len(train)} random steps, "
+            f"{args.backend_version} kernel tables; two-hinge fit over {len(train)} random steps, "
             f"errors on {len(held)} held-out steps (see profiles/README.md)"
         ),
         "coefficients": coefficients,
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "num_held_out": len(held),
             "train_mean_rel_err": round(train_err.mean_rel_err, 5),
             "held_out_by_step_tokens": _errors_by_tokens(model, held),
+            "held_out_by_step_type": _errors_by_type(model, held),
             "error_set": "held-out half, against the engine's own step prices",
             "seed": args.seed,
         },
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(profile, indent=2) + "\n", encoding="utf-8")
     print(
         f"{name}: held-out mean {held_err.mean_rel_err:.2%} p90 {held_err.p90_rel_err:.2%} "
-        f"max {held_err.max_rel_err:.2%}; K={coefficients['knee_tokens']}; "
+        f"max {held_err.max_rel_err:.2%}; K={coefficients['knee_tokens']}, "
+        f"K2={coefficients['knee2_tokens']}, c6={coefficients['c6_ms_if_prefill']} ms; "
         f"kv_capacity {kv.kv_capacity_tokens}; refs "
         + ", ".join(
             f"{k}={v['engine_ms']:.2f}/{v['predicted_ms']:.2f}" for k, v in reference.items()
@@ -191,6 +194,21 @@ def _errors_by_tokens(model: HingeCostModel, held: StepSamples) -> dict[str, dic
     n = held.num_tokens
     for label, lo, hi in (("lt_64", 0, 64), ("64_to_1023", 64, 1024), ("ge_1024", 1024, 1e12)):
         mask = (n >= lo) & (n < hi)
+        if mask.any():
+            out[label] = relative_errors(model, held.subset(np.flatnonzero(mask))).to_dict()
+    return out
+
+
+def _errors_by_type(model: HingeCostModel, held: StepSamples) -> dict[str, dict]:
+    """Held-out errors split by step type: prefill only, decode only, mixed."""
+    has_prefill = held.num_prefill_tokens > 0
+    has_decode = held.num_decode_reqs > 0
+    out = {}
+    for label, mask in (
+        ("prefill_only", has_prefill & ~has_decode),
+        ("decode_only", ~has_prefill & has_decode),
+        ("mixed", has_prefill & has_decode),
+    ):
         if mask.any():
             out[label] = relative_errors(model, held.subset(np.flatnonzero(mask))).to_dict()
     return out

@@ -2,15 +2,18 @@
 # Create (or reuse) the project's virtual environment and install the package into it.
 #   scripts/setup.sh            # .venv with the package and its dev tools
 #   scripts/setup.sh --sglang   # plus the pinned sglang==0.5.23 for CPU tests (patched)
+#   scripts/setup.sh --cluster  # plus the smg router (extra `cluster`) for the router tests
 # VENV=path overrides the location; PYTHON=python3.11 picks the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${VENV:-.venv}"
 want_sglang=0
+extras="dev"
 for arg in "$@"; do
   case "$arg" in
     --sglang) want_sglang=1 ;;
+    --cluster) extras="dev,cluster" ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -32,8 +35,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating $VENV with $py"
   "$py" -m venv "$VENV"
 fi
-echo "==> installing fairbatching-sglang[dev] into $VENV"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+echo "==> installing fairbatching-sglang[$extras] into $VENV"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
 
 if [ "$want_sglang" = 1 ]; then
   echo "==> installing the pinned sglang for CPU tests"

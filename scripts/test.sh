@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 
 # --sglang: the adapter tests run on the real pinned sglang (CPU build of torch, patched).
-bash scripts/setup.sh --sglang
+# --cluster: the router tests start the real smg binary against fake workers.
+bash scripts/setup.sh --sglang --cluster
 
 echo "==> ruff"
 "$VENV/bin/ruff" check .

@@ -9,4 +9,7 @@ KNOWN_MODEL = HingeCostModel(
     c4_ms_per_attn_unit=8.4e-7,
     c5_ms_per_token_below_knee=0.010,
     knee_tokens=448,
+    c6_ms_if_prefill=0.8,
+    c7_ms_per_token_above_knee2=0.004,
+    knee2_tokens=2048,
 )

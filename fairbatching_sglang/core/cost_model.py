@@ -3,13 +3,23 @@
 A step's shape is P (prefill tokens), B (decode requests, one token each), S (sum of the decode
 requests' KV lengths) and Q (prefill attention work: sum over chunks of c * (k + c / 2) for a
 chunk of c new tokens on k cached ones). Measured SGLang H100 kernel data shows a purely linear
-form is off by up to 25% around the GEMM knee, so the model adds a hinge below K tokens:
+form is off by up to 25% around the GEMM knee, so the model adds a hinge below K tokens, a
+second hinge above K2 tokens and a fixed cost for steps that hold a prefill:
 
-    T = c0 + c1*(P+B) + c3*S + c4*Q + c5*max(0, K - (P+B)) + overhead
+    T = c0 + c1*n + c3*S + c4*Q + c5*max(0, K - n) + c7*max(0, n - K2) + c6*[Q > 0] + overhead
 
-The hinge makes small steps cost more than a line through large ones would predict (GEMMs are
-under-filled below K tokens). T is increasing in every argument as long as c1 >= c5, which the
-constructor checks because the inverse relies on it.
+with n = P + B. The first hinge makes small steps cost more than a line through large ones
+would predict (GEMMs are under-filled below K tokens). The second lets the per-token slope
+change once more above K2 (the engine's GEMM tables are not one straight line above the knee:
+on H200 a single slope is 8% off around 512-1024 tokens and 4% the other way at 4096-8192).
+c6 is paid by any step that holds a prefill chunk: the engine's context-attention call has a
+fixed cost that decode-only steps do not pay (about 1.4 ms for Qwen3-8B on H100, 0.34 ms for
+Llama-3.1-8B). A chunk of c >= 1 tokens always has Q > 0, so "Q > 0" is exactly "the step has
+a prefill chunk" and the prices keep their (tokens, S, Q) arguments.
+
+T is increasing in every argument as long as c1 >= c5 (the constructor checks it; the inverse
+relies on it) and every coefficient is >= 0: the slope in n is c1 - c5 (below K) + c7 (above
+K2) >= 0, and adding a chunk can only add c6.
 """
 
 from __future__ import annotations
@@ -43,12 +53,22 @@ def chunk_attn_work(num_new_tokens: int, num_cached_tokens: int) -> float:
     return num_new_tokens * (num_cached_tokens + num_new_tokens / 2.0)
 
 
+OPTIONAL_FIELDS = frozenset(
+    {"overhead_ms", "c6_ms_if_prefill", "c7_ms_per_token_above_knee2", "knee2_tokens"}
+)
+"""Cost model fields a profile may leave out (they default to 0)."""
+
+
 @dataclass(frozen=True)
 class HingeCostModel:
     """The hinge form above. Coefficients in ms, per token / per KV token / per unit of Q.
 
     overhead_ms: CPU, launch and sampling time that kernel tables leave out (~0.5-1 ms a step on
     a real engine); calibrated from measured step times when a GPU run exists.
+    c6_ms_if_prefill: fixed cost of a step that holds a prefill chunk (Q > 0).
+    c7_ms_per_token_above_knee2, knee2_tokens: the second hinge (slope change above K2 tokens).
+    The last four fields are optional in profile JSON (0 when absent: no overhead, no prefill
+    cost, no second hinge) and come last so positional construction still works.
     """
 
     c0_ms: float
@@ -58,6 +78,9 @@ class HingeCostModel:
     c5_ms_per_token_below_knee: float
     knee_tokens: float
     overhead_ms: float = 0.0
+    c6_ms_if_prefill: float = 0.0
+    c7_ms_per_token_above_knee2: float = 0.0
+    knee2_tokens: float = 0.0
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
@@ -81,7 +104,7 @@ class HingeCostModel:
         unknown = set(coefficients) - known
         if unknown:
             raise ValueError(f"unknown cost model field(s): {', '.join(sorted(unknown))}")
-        missing = known - set(coefficients) - {"overhead_ms"}
+        missing = known - set(coefficients) - OPTIONAL_FIELDS
         if missing:
             raise ValueError(f"missing cost model field(s): {', '.join(sorted(missing))}")
         return cls(**{k: float(v) for k, v in coefficients.items()})
@@ -95,10 +118,12 @@ class HingeCostModel:
     def predict_raw_ms(
         self, num_tokens: float, decode_kv_tokens: float, prefill_attn_work: float
     ) -> float:
-        """T for a step of num_tokens = P + B tokens, S decode KV tokens and attention work Q."""
+        """T for a step of num_tokens = P + B tokens, S decode KV tokens and attention work Q
+        (Q > 0 exactly when the step holds a prefill chunk, which then costs c6 on top)."""
         if num_tokens <= 0:
             return 0.0  # an empty step is not run at all
         below_knee = self.knee_tokens - num_tokens
+        above_knee2 = num_tokens - self.knee2_tokens
         return (
             self.c0_ms
             + self.overhead_ms
@@ -106,6 +131,8 @@ class HingeCostModel:
             + self.c3_ms_per_kv_token * decode_kv_tokens
             + self.c4_ms_per_attn_unit * prefill_attn_work
             + (self.c5_ms_per_token_below_knee * below_knee if below_knee > 0 else 0.0)
+            + (self.c7_ms_per_token_above_knee2 * above_knee2 if above_knee2 > 0 else 0.0)
+            + (self.c6_ms_if_prefill if prefill_attn_work > 0 else 0.0)
         )
 
     def predict_ms(self, shape: StepShape) -> float:
@@ -144,8 +171,11 @@ class HingeCostModel:
     ) -> int:
         """max_chunk_tokens on raw step terms (the policy's hot path avoids building shapes).
 
-        Closed form: T(c) is a quadratic in c on each side of the knee and increasing overall,
-        so solve each piece and correct the float rounding by at most a step or two.
+        Closed form: the two knees split c >= 0 into at most three intervals; on each, T(c) is
+        a quadratic in c, and T is increasing overall, so solve each piece and correct the
+        float rounding by at most a step or two. Every chunk c >= 1 has Q > 0, so c6 is part
+        of the fixed cost of every c >= 1 (already paid when the base step holds a prefill,
+        newly added when it does not; c = 0 is never priced).
         """
         if max_tokens <= 0:
             return 0
@@ -163,7 +193,7 @@ class HingeCostModel:
             return max_tokens
         if cost(1) > budget_ms:
             return 0
-        # Above the knee: T(c) = A + b*c + a*c^2 with no hinge term.
+        # Away from the knees: T(c) = fixed + b_lin*c + a*c^2.
         a = self.c4_ms_per_attn_unit / 2.0
         b_lin = self.c1_ms_per_token + self.c4_ms_per_attn_unit * k
         fixed = (
@@ -172,21 +202,25 @@ class HingeCostModel:
             + self.c1_ms_per_token * n0
             + self.c3_ms_per_kv_token * s0
             + self.c4_ms_per_attn_unit * q0
+            + self.c6_ms_if_prefill
         )
-        knee_c = self.knee_tokens - n0  # chunk size at which the hinge term vanishes
+        c5, c7 = self.c5_ms_per_token_below_knee, self.c7_ms_per_token_above_knee2
+        knee_c = self.knee_tokens - n0  # chunk size at which the first hinge term vanishes
+        knee2_c = self.knee2_tokens - n0  # chunk size above which the second one starts
+        edges = sorted({0.0, *(e for e in (knee_c, knee2_c) if e > 0)})
         candidates: list[float] = []
-        # Region above the knee; its root only counts if it lies in that region.
-        above = _max_root(a, b_lin, budget_ms - fixed)
-        if above >= knee_c:
-            candidates.append(above)
-        # Region below the knee: the hinge adds c5*(K - n0 - c).
-        if knee_c > 0:
-            below = _max_root(
-                a,
-                b_lin - self.c5_ms_per_token_below_knee,
-                budget_ms - fixed - self.c5_ms_per_token_below_knee * (self.knee_tokens - n0),
-            )
-            candidates.append(min(below, knee_c))
+        for lo, hi in zip(edges, [*edges[1:], math.inf], strict=True):
+            mid = lo + 1.0 if math.isinf(hi) else (lo + hi) / 2.0
+            lin, const = b_lin, fixed
+            if mid < knee_c:  # the hinge adds c5*(K - n0 - c)
+                lin -= c5
+                const += c5 * knee_c
+            if mid > knee2_c and c7 > 0:  # the second hinge adds c7*(n0 + c - K2)
+                lin += c7
+                const -= c7 * knee2_c
+            root = _max_root(a, lin, budget_ms - const)
+            if root >= lo:  # T is increasing: a root below this interval means none here
+                candidates.append(min(root, hi))
         c = int(min(max([*candidates, 0.0]), max_tokens))
         # Float rounding: walk to the exact integer boundary (at most a couple of steps).
         while c > 0 and cost(c) > budget_ms:

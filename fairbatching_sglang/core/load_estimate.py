@@ -7,7 +7,9 @@ prefill tokens already queued. Model (a choice; the paper gives no formula):
 - Over the horizon H = ttft_slo_ms, steps run at the decode pace, one every tpot_slo_ms, each
   carrying every running decode (the mandatory work) plus a prefill chunk that fills the rest of
   the step's time: c = the largest chunk with T(B decodes, S KV tokens, chunk c) <= tpot_slo_ms,
-  capped by max_prefill_tokens. With no decodes the steps are full chunks back to back.
+  capped by max_prefill_tokens.
+- With no decodes the better of full chunks back to back and TPOT-paced chunks (above), so the
+  capacity never increases with the decode count (a router comparing instances needs that).
 - capacity = number of steps in H * c; budget = max(0, capacity - queued prefill tokens).
 - Decode KV growth over the horizon and prefix-cache hits are ignored: the decode terms are
   priced at the current KV sum, and queued tokens are counted uncached (conservative).
@@ -56,20 +58,14 @@ def estimate_load(
         raise ValueError("max_prefill_tokens must be >= 1")
 
     decode_ms = cost_model.predict_raw_ms(num_decodes, float(decode_kv_tokens), 0.0)
-    if num_decodes:
-        chunk = cost_model.max_chunk_tokens_raw(
-            tpot_slo_ms, num_decodes, float(decode_kv_tokens), 0.0, 0, max_prefill_tokens
-        )
-        num_steps = math.floor(ttft_slo_ms / tpot_slo_ms)
-    else:
-        chunk = max_prefill_tokens
-        step_ms = cost_model.predict_raw_ms(chunk, 0.0, chunk * chunk / 2.0)
-        num_steps = math.floor(ttft_slo_ms / step_ms) if step_ms > 0 else 0
-        if num_steps == 0:
-            # One full chunk does not fit in H: take the largest single chunk that does.
-            chunk = cost_model.max_chunk_tokens_raw(ttft_slo_ms, 0, 0.0, 0.0, 0, chunk)
-            num_steps = 1
-    capacity = num_steps * chunk
+    capacity = prefill_capacity_tokens(
+        cost_model,
+        num_decodes=num_decodes,
+        decode_kv_tokens=decode_kv_tokens,
+        ttft_slo_ms=ttft_slo_ms,
+        tpot_slo_ms=tpot_slo_ms,
+        max_prefill_tokens=max_prefill_tokens,
+    )
 
     kv_per_req = decode_kv_tokens / num_decodes if num_decodes else default_kv_tokens_per_req
     return LoadEstimate(
@@ -78,6 +74,54 @@ def estimate_load(
         queued_prefill_tokens=queued_prefill_tokens,
         max_running_requests_under_slo=_max_reqs_on_pace(cost_model, kv_per_req, tpot_slo_ms),
         decode_step_ms=decode_ms,
+    )
+
+
+def prefill_capacity_tokens(
+    cost_model: HingeCostModel,
+    *,
+    num_decodes: int,
+    decode_kv_tokens: float,
+    ttft_slo_ms: float,
+    tpot_slo_ms: float,
+    max_prefill_tokens: int,
+) -> int:
+    """Prefill tokens the instance can process within one TTFT horizon next to its running
+    decodes (the module docstring's capacity, before queued prefills are subtracted). The
+    router's hot path: no validation, no requests-on-pace search."""
+    if num_decodes:
+        chunk = cost_model.max_chunk_tokens_raw(
+            tpot_slo_ms, num_decodes, float(decode_kv_tokens), 0.0, 0, max_prefill_tokens
+        )
+        num_steps = math.floor(ttft_slo_ms / tpot_slo_ms)
+        return num_steps * chunk
+    chunk = max_prefill_tokens
+    step_ms = cost_model.predict_raw_ms(chunk, 0.0, chunk * chunk / 2.0)
+    num_steps = math.floor(ttft_slo_ms / step_ms) if step_ms > 0 else 0
+    if num_steps == 0:
+        # One full chunk does not fit in H: take the largest single chunk that does.
+        chunk = cost_model.max_chunk_tokens_raw(ttft_slo_ms, 0, 0.0, 0.0, 0, chunk)
+        num_steps = 1
+    # An idle instance may also run TPOT-paced chunks (smaller chunks pay less attention work);
+    # taking the better of the two keeps the capacity non-increasing in the decode count, so an
+    # idle instance never looks busier than one with a single decode.
+    paced_chunk = cost_model.max_chunk_tokens_raw(tpot_slo_ms, 0, 0.0, 0.0, 0, max_prefill_tokens)
+    paced = math.floor(ttft_slo_ms / tpot_slo_ms) * paced_chunk
+    return max(num_steps * chunk, paced)
+
+
+def idle_admission_tokens(
+    cost_model: HingeCostModel, *, ttft_slo_ms: float, tpot_slo_ms: float, max_prefill_tokens: int
+) -> int:
+    """The admission budget of an idle instance (nothing decoding, nothing queued): the most any
+    instance can ever offer, used to cap an oversize request's need (core.routing)."""
+    return prefill_capacity_tokens(
+        cost_model,
+        num_decodes=0,
+        decode_kv_tokens=0.0,
+        ttft_slo_ms=ttft_slo_ms,
+        tpot_slo_ms=tpot_slo_ms,
+        max_prefill_tokens=max_prefill_tokens,
     )
 
 

@@ -6,15 +6,22 @@ current model.
 
 Parameterisation (keeps the problem well conditioned whatever the feature scales):
 
-    T = theta_0 * 1ms + sum_i theta_i * z_i,    z_i = base_coefficient_i * feature_i  (in ms)
+    T = theta_0 * 1ms + theta_c6 * [Q > 0] * 1ms + sum_i theta_i * z_i,
+    z_i = base_coefficient_i * feature_i  (in ms)
 
-theta_0 is the intercept in ms (c0 + overhead), the other thetas are ratios to the offline
-profile's coefficients (c1, c3, c4, c5), starting at 1. A coefficient whose offline value is 0
-stays 0. The knee K is not recalibrated.
+theta_0 is the intercept in ms (c0 + overhead) and theta_c6 the has-a-prefill cost c6 in ms; the
+other thetas are ratios to the offline profile's coefficients (c1, c3, c4, c5, c7), starting at
+1, so every feature is O(1 ms) whatever its raw scale (Q is ~1e8). c6 is an additive ms term
+rather than a ratio because its feature is already 0 or 1 ms like the intercept's, and because a
+ratio could never learn a prefill cost when the offline c6 is 0 (profiles made before c6
+existed); a ratio coefficient whose offline value is 0 stays 0. The knees K and K2 are not
+recalibrated. c6 and the intercept are told apart by decode-only steps (which pay no c6); while
+none arrive the covariance cap below keeps their shared direction from winding up.
 
 Bounded drift: after every update each ratio is clipped to [1/max_ratio, max_ratio]; the
 intercept to [base/max_ratio, base*max_ratio + max_extra_overhead_ms] (real engines add a
-constant CPU/launch overhead that kernel tables leave out). Then c5 <= c1 is restored by
+constant CPU/launch overhead that kernel tables leave out) and c6 likewise to
+[base/max_ratio, base*max_ratio + max_extra_prefill_ms]. Then c5 <= c1 is restored by
 lowering c5 to c1, which stays inside c5's own bound because the offline profile has c5 <= c1.
 Measurements whose relative residual exceeds `outlier_rel_residual` are ignored (GC pauses,
 profiler hiccups). The covariance trace is capped to avoid wind-up when some directions are not
@@ -28,7 +35,8 @@ from dataclasses import dataclass
 
 from fairbatching_sglang.core.cost_model import HingeCostModel, StepShape
 
-NUM_PARAMS = 5  # intercept, c1, c3, c4, c5
+NUM_PARAMS = 7  # intercept, c1, c3, c4, c5, c6 (ms), c7
+C6 = 5  # index of the additive has-a-prefill term
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class OnlineCalibrationConfig:
     forgetting_factor: float = 0.995
     max_ratio: float = 2.0
     max_extra_overhead_ms: float = 2.0
+    max_extra_prefill_ms: float = 2.0
     initial_variance: float = 1.0
     max_covariance_trace: float = 100.0
     outlier_rel_residual: float = 1.0
@@ -45,8 +54,8 @@ class OnlineCalibrationConfig:
             raise ValueError("forgetting_factor must be in (0, 1]")
         if not self.max_ratio >= 1.0:
             raise ValueError("max_ratio must be >= 1")
-        if self.max_extra_overhead_ms < 0:
-            raise ValueError("max_extra_overhead_ms must be >= 0")
+        if self.max_extra_overhead_ms < 0 or self.max_extra_prefill_ms < 0:
+            raise ValueError("max_extra_overhead_ms and max_extra_prefill_ms must be >= 0")
         if self.initial_variance <= 0 or self.max_covariance_trace <= 0:
             raise ValueError("initial_variance and max_covariance_trace must be > 0")
         if self.outlier_rel_residual <= 0:
@@ -70,8 +79,10 @@ class OnlineCalibrator:
             base.c3_ms_per_kv_token,
             base.c4_ms_per_attn_unit,
             base.c5_ms_per_token_below_knee,
+            1.0,
+            base.c7_ms_per_token_above_knee2,
         )
-        self._theta = [self._base_intercept, 1.0, 1.0, 1.0, 1.0]
+        self._theta = [self._base_intercept, 1.0, 1.0, 1.0, 1.0, base.c6_ms_if_prefill, 1.0]
         v = self.config.initial_variance
         self._cov = [[v if i == j else 0.0 for j in range(NUM_PARAMS)] for i in range(NUM_PARAMS)]
         self.num_updates = 0
@@ -87,9 +98,11 @@ class OnlineCalibrator:
             decode_kv_tokens,
             prefill_attn_work,
             max(0.0, self.base.knee_tokens - num_tokens),
+            1.0 if prefill_attn_work > 0 else 0.0,
+            max(0.0, num_tokens - self.base.knee2_tokens),
         )
-        # A zero base coefficient has no direction to learn: its feature is 0.
-        return [raw[0]] + [s * r for s, r in zip(self._scales[1:], raw[1:], strict=True)]
+        # A zero base ratio coefficient has no direction to learn: its feature is 0.
+        return [s * r for s, r in zip(self._scales, raw, strict=True)]
 
     def predict_raw_ms(
         self, num_tokens: float, decode_kv_tokens: float, prefill_attn_work: float
@@ -159,8 +172,12 @@ class OnlineCalibrator:
         lo0 = self._base_intercept / r
         hi0 = self._base_intercept * r + self.config.max_extra_overhead_ms
         self._theta[0] = min(max(self._theta[0], lo0), hi0)
+        base_c6 = self.base.c6_ms_if_prefill
+        lo6, hi6 = base_c6 / r, base_c6 * r + self.config.max_extra_prefill_ms
+        self._theta[C6] = min(max(self._theta[C6], lo6), hi6)
         for i in range(1, NUM_PARAMS):
-            self._theta[i] = min(max(self._theta[i], 1.0 / r), r)
+            if i != C6:
+                self._theta[i] = min(max(self._theta[i], 1.0 / r), r)
         c1 = self._theta[1] * self._scales[1]
         c5 = self._theta[4] * self._scales[4]
         if c5 > c1 and self._scales[4] > 0:
@@ -168,10 +185,14 @@ class OnlineCalibrator:
 
     # ------------------------------------------------------------------ result
     def ratios(self) -> dict[str, float]:
-        """Current coefficient / offline coefficient (intercept: over c0 + overhead)."""
-        names = ("intercept", "c1", "c3", "c4", "c5")
-        first = self._theta[0] / self._base_intercept if self._base_intercept > 0 else 1.0
-        return dict(zip(names, [first, *self._theta[1:]], strict=True))
+        """Current coefficient / offline coefficient (intercept: over c0 + overhead; c6: over
+        the offline c6, or 1 + c6 in ms when the offline c6 is 0)."""
+        names = ("intercept", "c1", "c3", "c4", "c5", "c6", "c7")
+        ratios = list(self._theta)
+        ratios[0] = ratios[0] / self._base_intercept if self._base_intercept > 0 else 1.0
+        base_c6 = self.base.c6_ms_if_prefill
+        ratios[C6] = ratios[C6] / base_c6 if base_c6 > 0 else 1.0 + ratios[C6]
+        return dict(zip(names, ratios, strict=True))
 
     def model(self) -> HingeCostModel:
         """The recalibrated model. The intercept splits as c0 = min(intercept, base c0) and
@@ -188,4 +209,7 @@ class OnlineCalibrator:
             c5_ms_per_token_below_knee=c5,
             knee_tokens=self.base.knee_tokens,
             overhead_ms=max(0.0, intercept - c0),
+            c6_ms_if_prefill=self._theta[C6],
+            c7_ms_per_token_above_knee2=self._theta[6] * self._scales[6],
+            knee2_tokens=self.base.knee2_tokens,
         )

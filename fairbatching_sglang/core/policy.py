@@ -9,6 +9,7 @@ reclaims from decodes that banked slack, to serve prefill surges.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -21,6 +22,14 @@ from fairbatching_sglang.core.decision import BatchDecision, PrefillChunk
 from fairbatching_sglang.core.snapshot import SchedulerSnapshot
 
 _EMPTY: tuple[int, ...] = ()
+_NO_ROWS = np.empty(0, dtype=np.int64)
+_NO_ROWS.flags.writeable = False
+
+
+@functools.lru_cache(maxsize=8)
+def _all_rows(n: int) -> tuple[int, ...]:
+    """(0, ..., n-1), made once per batch size (the run list of most steps)."""
+    return tuple(range(n))
 
 
 @dataclass(frozen=True)
@@ -36,8 +45,9 @@ class FairBatchingPolicy:
         tok_room = snap.max_num_batched_tokens
         kv_room = snap.kv_free_tokens
         pre = snap.prefills
-        prefill_rows = prefill_order(snap, cfg) if pre.num_reqs else np.empty(0, dtype=np.int64)
-        first_prefill = int(prefill_rows[0]) if len(prefill_rows) else -1
+        # Python ints (one tolist, then .item() reads): cheaper than numpy scalars per row.
+        prefill_rows = prefill_order(snap, cfg).tolist() if pre.num_reqs else []
+        first_prefill = prefill_rows[0] if prefill_rows else -1
 
         # --- Budget and urgency ------------------------------------------------------------
         if num_decodes:
@@ -58,11 +68,11 @@ class FairBatchingPolicy:
             forced_chunk, forced_cached = self._forced_chunk(snap, first_prefill)
 
         if num_decodes:
-            order = np.argsort(slack, kind="stable")
             kv = dec.kv_tokens
+            kv_total = int(kv.sum())
             guard = (
                 cfg.park_guard_factor
-                * max(floor_ms, cm.predict_raw_ms(num_decodes, float(kv.sum()), 0.0))
+                * max(floor_ms, cm.predict_raw_ms(num_decodes, float(kv_total), 0.0))
                 + cfg.urgency_margin_ms
             )
             if cfg.enable_parking:
@@ -76,27 +86,36 @@ class FairBatchingPolicy:
             while True:
                 urgent = forced | (slack < budget + guard)
                 num_urgent = int(np.count_nonzero(urgent))
+                urgent_kv = kv_total if num_urgent == num_decodes else int(kv[urgent].sum())
                 mandatory_ms = cm.predict_raw_ms(
                     num_urgent + forced_chunk,
-                    float(kv[urgent].sum()),
+                    float(urgent_kv),
                     chunk_attn_work(forced_chunk, forced_cached),
                 )
                 if mandatory_ms <= budget:
                     break
                 budget = mandatory_ms
-            urgent_sorted = order[urgent[order]]
-            ahead_sorted = order[~urgent[order]]
-            num_fit = min(len(urgent_sorted), tok_room, kv_room)
-            run_parts = [urgent_sorted[:num_fit]]
-            unserved = urgent_sorted[num_fit:]
-            num_tokens = num_fit
-            decode_kv = int(kv[urgent_sorted[:num_fit]].sum())
+            num_fit = min(num_urgent, tok_room, kv_room)
+            if num_fit == num_decodes:
+                # Every decode is urgent and fits: all run, and their slack order is not needed.
+                run_parts = []  # all rows (see num_run)
+                unserved = ahead_sorted = _NO_ROWS
+            else:
+                order = slack.argsort(kind="stable")
+                urgent_in_order = urgent[order]
+                urgent_sorted = order[urgent_in_order]
+                ahead_sorted = order[~urgent_in_order]
+                run_parts = [urgent_sorted[:num_fit]]
+                unserved = urgent_sorted[num_fit:]
+            num_tokens = num_run = num_fit
+            decode_kv = (
+                urgent_kv if num_fit == num_urgent else int(kv[urgent_sorted[:num_fit]].sum())
+            )
         else:
-            ahead_sorted = np.empty(0, dtype=np.int64)
+            ahead_sorted = unserved = _NO_ROWS
             run_parts = []
-            unserved = ahead_sorted
             num_urgent = 0
-            num_tokens = 0
+            num_tokens = num_run = 0
             decode_kv = 0
         kv_used = num_tokens  # one KV slot per decode token
 
@@ -106,12 +125,12 @@ class FairBatchingPolicy:
         attn_work = 0.0
         if pre.num_reqs and not len(unserved):
             new_left = snap.max_new_prefills if snap.max_new_prefills is not None else pre.num_reqs
-            for i in prefill_rows.tolist():
-                continuing = bool(pre.is_continuing[i])
+            for i in prefill_rows:
+                continuing = pre.is_continuing.item(i)
                 if not continuing and new_left <= 0:
                     break
-                remaining = int(pre.num_remaining_tokens[i])
-                reserve = int(pre.kv_reserve_tokens[i])
+                remaining = pre.num_remaining_tokens.item(i)
+                reserve = pre.kv_reserve_tokens.item(i)
                 cap = min(
                     remaining,
                     snap.max_prefill_tokens - num_prefill_tokens,
@@ -120,7 +139,7 @@ class FairBatchingPolicy:
                 )
                 if cap <= 0:
                     break
-                cached = int(pre.num_cached_tokens[i])
+                cached = pre.num_cached_tokens.item(i)
                 if i == first_prefill and forced_chunk:
                     # Its forced share was priced into the budget; never give it less.
                     c = max(
@@ -145,9 +164,8 @@ class FairBatchingPolicy:
                     break  # SGLang keeps a single chunked request: a partial chunk ends the step
                 if cfg.protect_prefill_ttft:
                     ttft_slack = (
-                        float(pre.arrival_ms[i] + pre.ttft_slo_ms[i] * cfg.deadline_headroom)
-                        - snap.now_ms
-                    )
+                        pre.arrival_ms.item(i) + pre.ttft_slo_ms.item(i) * cfg.deadline_headroom
+                    ) - snap.now_ms
                     step_ms = cm.predict_raw_ms(num_tokens, decode_kv, attn_work)
                     if ttft_slack >= step_ms:
                         budget = min(budget, max(ttft_slack, floor_ms))
@@ -169,6 +187,8 @@ class FairBatchingPolicy:
                     + cm.c3_ms_per_kv_token * cum_kv
                     + cm.c4_ms_per_attn_unit * attn_work
                     + cm.c5_ms_per_token_below_knee * np.maximum(0, cm.knee_tokens - cum_tokens)
+                    + cm.c7_ms_per_token_above_knee2 * np.maximum(0, cum_tokens - cm.knee2_tokens)
+                    + (cm.c6_ms_if_prefill if attn_work > 0 else 0.0)
                 )
                 # Step time rises with every decode added (c1 >= c5), so the prefix is a cut.
                 num_take = min(int(np.searchsorted(step_ms, budget, side="right")), room)
@@ -176,15 +196,20 @@ class FairBatchingPolicy:
             taken = ahead_sorted[:num_take]
             run_parts.append(taken)
             num_tokens += num_take
+            num_run += num_take
             kv_used += num_take
             decode_kv += int(dec.kv_tokens[taken].sum())
             parked = tuple(sorted(ahead_sorted[num_take:].tolist()))
 
-        run = np.concatenate(run_parts) if run_parts else np.empty(0, dtype=np.int64)
+        # run_parts hold distinct rows; when all rows run they sort to range(num_decodes).
+        if num_run == num_decodes:
+            run_rows = _all_rows(num_decodes)
+        else:
+            run_rows = tuple(sorted(np.concatenate(run_parts).tolist()))
         return BatchDecision(
-            run_decode_indices=tuple(sorted(run.tolist())),
+            run_decode_indices=run_rows,
             parked_decode_indices=parked,
-            unserved_decode_indices=tuple(sorted(unserved.tolist())),
+            unserved_decode_indices=tuple(sorted(unserved.tolist())) if len(unserved) else _EMPTY,
             prefill_chunks=tuple(chunks),
             budget_ms=budget,
             predicted_step_ms=cm.predict_raw_ms(num_tokens, decode_kv, attn_work),
@@ -230,13 +255,14 @@ def decode_slack_ms(snap: SchedulerSnapshot, config: FairBatchingConfig) -> np.n
     h = config.deadline_headroom
     ttft = dec.ttft_slo_ms * h if h != 1.0 else dec.ttft_slo_ms
     tpot = dec.tpot_slo_ms * h if h != 1.0 else dec.tpot_slo_ms
-    slack = next_token_slack_ms(snap.now_ms, dec.arrival_ms, ttft, tpot, dec.num_output_tokens)
-    if config.decode_deadline_anchor == "first_token":
-        known = ~np.isnan(dec.first_token_ms)
-        # Token j is due at first_token + j * tpot instead of arrival + ttft + j * tpot.
-        shift = dec.first_token_ms - (dec.arrival_ms + ttft)
-        slack = np.where(known, slack + shift, slack)
-    return slack
+    if config.decode_deadline_anchor != "first_token":
+        return next_token_slack_ms(snap.now_ms, dec.arrival_ms, ttft, tpot, dec.num_output_tokens)
+    # next_token_slack_ms's arithmetic, in its order, keeping arrival + ttft for the shift.
+    base = dec.arrival_ms + ttft
+    slack = base + dec.num_output_tokens * tpot - snap.now_ms
+    first = dec.first_token_ms
+    # Token j is due at first_token + j * tpot instead of arrival + ttft + j * tpot.
+    return np.where(np.isnan(first), slack, slack + (first - base))
 
 
 def prefill_ttft_slack_ms(snap: SchedulerSnapshot, config: FairBatchingConfig) -> np.ndarray:
@@ -248,8 +274,7 @@ def prefill_order(snap: SchedulerSnapshot, config: FairBatchingConfig) -> np.nda
     """Continuing chunk first, then new requests by TTFT slack (stable on queue order)."""
     pre = snap.prefills
     ttft_slack = prefill_ttft_slack_ms(snap, config)
-    late = ttft_slack < 0
     if config.late_prefill_order == "deprioritize":
         # Meetable ones first by slack, then late ones by slack.
-        return np.lexsort((ttft_slack, late, ~pre.is_continuing))
+        return np.lexsort((ttft_slack, ttft_slack < 0, ~pre.is_continuing))
     return np.lexsort((ttft_slack, ~pre.is_continuing))

@@ -67,6 +67,13 @@ def _i64(values: Sequence[int] | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.int64)
 
 
+def _unchecked(cls: type, columns: dict[str, np.ndarray]) -> object:
+    """An instance of the frozen dataclass `cls` with `columns` set as given: no __post_init__."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(columns)
+    return obj
+
+
 @dataclass(frozen=True, eq=False)
 class DecodeRows:
     arrival_ms: np.ndarray
@@ -91,6 +98,36 @@ class DecodeRows:
     @property
     def num_reqs(self) -> int:
         return len(self.arrival_ms)
+
+    @classmethod
+    def trusted(
+        cls,
+        *,
+        arrival_ms: np.ndarray,
+        ttft_slo_ms: np.ndarray,
+        tpot_slo_ms: np.ndarray,
+        num_output_tokens: np.ndarray,
+        kv_tokens: np.ndarray,
+        can_park: np.ndarray,
+        parked_steps: np.ndarray,
+        first_token_ms: np.ndarray,
+    ) -> DecodeRows:
+        """The same rows as the constructor, without its checks: for a caller that built every
+        column itself (numpy arrays of one length, first_token_ms included), e.g. the SGLang
+        adapter, once per scheduler step. Anything else should use the constructor."""
+        return _unchecked(  # type: ignore[return-value]
+            cls,
+            {
+                "arrival_ms": arrival_ms,
+                "ttft_slo_ms": ttft_slo_ms,
+                "tpot_slo_ms": tpot_slo_ms,
+                "num_output_tokens": num_output_tokens,
+                "kv_tokens": kv_tokens,
+                "can_park": can_park,
+                "parked_steps": parked_steps,
+                "first_token_ms": first_token_ms,
+            },
+        )
 
     @classmethod
     def from_requests(cls, reqs: Sequence[DecodeRequest]) -> DecodeRows:
@@ -132,6 +169,31 @@ class PrefillRows:
     @property
     def num_reqs(self) -> int:
         return len(self.arrival_ms)
+
+    @classmethod
+    def trusted(
+        cls,
+        *,
+        arrival_ms: np.ndarray,
+        ttft_slo_ms: np.ndarray,
+        num_remaining_tokens: np.ndarray,
+        num_cached_tokens: np.ndarray,
+        kv_reserve_tokens: np.ndarray,
+        is_continuing: np.ndarray,
+    ) -> PrefillRows:
+        """The same rows as the constructor, without its checks (see DecodeRows.trusted): the
+        caller guarantees equal lengths, at most one continuing row, remaining tokens >= 1."""
+        return _unchecked(  # type: ignore[return-value]
+            cls,
+            {
+                "arrival_ms": arrival_ms,
+                "ttft_slo_ms": ttft_slo_ms,
+                "num_remaining_tokens": num_remaining_tokens,
+                "num_cached_tokens": num_cached_tokens,
+                "kv_reserve_tokens": kv_reserve_tokens,
+                "is_continuing": is_continuing,
+            },
+        )
 
     @classmethod
     def from_requests(cls, reqs: Sequence[PrefillRequest]) -> PrefillRows:

@@ -16,6 +16,20 @@ from pathlib import Path
 import httpx
 
 
+def stop_process_group(proc: subprocess.Popen[bytes] | None, grace_s: float) -> int | None:
+    """SIGTERM the process group (the server's workers too), SIGKILL after grace_s; exit code."""
+    if proc is None or proc.poll() is not None:
+        return None if proc is None else proc.returncode
+    pgid = os.getpgid(proc.pid)
+    os.killpg(pgid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(pgid, signal.SIGKILL)
+        proc.wait(10)
+    return proc.returncode
+
+
 class ServerStartError(RuntimeError):
     pass
 
@@ -95,13 +109,4 @@ class ServerProcess:
         raise ServerStartError(f"no healthy /health within {self.spec.health_timeout_s:g} s")
 
     def stop(self, grace_s: float = 30.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.returncode
-        pgid = os.getpgid(self.proc.pid)
-        os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-            self.proc.wait(10)
-        return self.returncode
+        return stop_process_group(self.proc, grace_s)

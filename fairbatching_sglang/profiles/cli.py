@@ -24,6 +24,8 @@ STANDARD_GRID: list[tuple[str, int, int, int, float]] = [
     ("decode 16 @ kv 1024", 0, 16, 16 * 1024, 0.0),
     ("decode 64 @ kv 1024", 0, 64, 64 * 1024, 0.0),
     ("decode 256 @ kv 2048", 0, 256, 256 * 2048, 0.0),
+    ("prefill 1", 1, 0, 0, 0.5),
+    ("decode 1 + prefill 1", 1, 1, 1024, 0.5),
     ("prefill 128", 128, 0, 0, 128 * 64.0),
     ("prefill 512", 512, 0, 0, 512 * 256.0),
     ("prefill 2048", 2048, 0, 0, 2048 * 1024.0),
@@ -147,6 +149,11 @@ def compare_cmd(
     from rich.table import Table
 
     pa, pb = _load(a), _load(b)
+    coeffs = Table("coefficient", pa.name, pb.name)
+    ca, cb = pa.cost_model.to_dict(), pb.cost_model.to_dict()
+    for key in ca:
+        coeffs.add_row(key, f"{ca[key]:.6g}", f"{cb[key]:.6g}")
+    Console(width=140).print(coeffs)
     table = Table("step", f"{pa.name} ms", f"{pb.name} ms", "B / A")
     for label, p, nb, s, q in STANDARD_GRID:
         ta, tb = _predict(pa, p, nb, s, q), _predict(pb, p, nb, s, q)

@@ -1,12 +1,13 @@
 """Fit the hinge step-cost form to priced or measured steps.
 
-    T = c0 + c1*(P+B) + c3*S + c4*Q + c5*max(0, K - (P+B))
+    T = c0 + c1*n + c3*S + c4*Q + c5*max(0, K - n) + c7*max(0, n - K2) + c6*[Q > 0],  n = P+B
 
-K is found by a 1-D search (a coarse grid, then a finer grid around the best point); for each
-K the other coefficients are the exact solution of a small constrained least-squares problem:
-all coefficients >= 0 and c5 <= c1 (which `HingeCostModel` requires). The objective is the sum of
-squared *relative* errors (rows weighted by 1/T), since relative error is what the profiles
-report and what a time budget cares about.
+The knees K and K2 are found by a 2-D grid search (a coarse grid, then a finer 1-D grid around
+the best point for each knee); for each pair the other coefficients are the exact solution of a
+small constrained least-squares problem: all coefficients >= 0 and c5 <= c1 (which
+`HingeCostModel` requires). The objective is the sum of squared *relative* errors (rows
+weighted by 1/T), since relative error is what the profiles report and what a time budget
+cares about.
 
 Used by `scripts/fit_cost_profile.py` (engine-priced steps) and by
 `fairbatching profile fit --from-steps` (measured steps). Needs numpy only.
@@ -14,7 +15,7 @@ Used by `scripts/fit_cost_profile.py` (engine-priced steps) and by
 
 from __future__ import annotations
 
-import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ COEFFICIENT_NAMES = (
     "c3_ms_per_kv_token",
     "c4_ms_per_attn_unit",
     "c5_ms_per_token_below_knee",
+    "c6_ms_if_prefill",
+    "c7_ms_per_token_above_knee2",
 )
 
 
@@ -104,8 +107,9 @@ class FitResult:
     held_out: FitErrors | None
 
 
-def hinge_design(samples: StepSamples, knee_tokens: float) -> np.ndarray:
-    """Design matrix with columns in COEFFICIENT_NAMES order."""
+def hinge_design(samples: StepSamples, knee_tokens: float, knee2_tokens: float) -> np.ndarray:
+    """Design matrix with columns in COEFFICIENT_NAMES order (knee2_tokens = inf: no second
+    hinge, its column is 0)."""
     n = samples.num_tokens
     return np.column_stack(
         [
@@ -114,13 +118,15 @@ def hinge_design(samples: StepSamples, knee_tokens: float) -> np.ndarray:
             samples.decode_kv_tokens,
             samples.prefill_attn_work,
             np.maximum(0.0, knee_tokens - n),
+            (samples.prefill_attn_work > 0).astype(float),
+            np.maximum(0.0, n - knee2_tokens),
         ]
     )
 
 
 def predict(model: HingeCostModel, samples: StepSamples) -> np.ndarray:
     """Vectorised HingeCostModel.predict_raw_ms (steps with P+B > 0)."""
-    x = hinge_design(samples, model.knee_tokens)
+    x = hinge_design(samples, model.knee_tokens, model.knee2_tokens)
     coef = np.array(
         [
             model.c0_ms + model.overhead_ms,
@@ -128,6 +134,8 @@ def predict(model: HingeCostModel, samples: StepSamples) -> np.ndarray:
             model.c3_ms_per_kv_token,
             model.c4_ms_per_attn_unit,
             model.c5_ms_per_token_below_knee,
+            model.c6_ms_if_prefill,
+            model.c7_ms_per_token_above_knee2,
         ]
     )
     return x @ coef
@@ -143,63 +151,62 @@ def relative_errors(model: HingeCostModel, samples: StepSamples) -> FitErrors:
 
 
 def constrained_lsq(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """min ||x c - y||^2 s.t. c >= 0 and c[4] <= c[1] (5 columns, COEFFICIENT_NAMES order).
+    """min ||x c - y||^2 s.t. c >= 0 and c[4] <= c[1] (columns in COEFFICIENT_NAMES order; any
+    columns after the fifth are only constrained to be >= 0). Returns (c, objective).
 
-    Exact: the optimum of this convex problem is the least-squares solution on the affine span
-    of some face of the feasible cone, so solve on every face (2^6 combinations of active
-    constraints) and keep the best feasible one. 64 tiny solves; fast for 5 columns.
+    Substituting c1 = d + c5 (d >= 0) turns c1*x1 + c5*x4 into d*x1 + c5*(x1 + x4), so the
+    problem is plain non-negative least squares in (c0, d, c3, c4, c5, ...), solved exactly by
+    the Lawson-Hanson active-set method on the (column-scaled) normal equations; the final
+    coefficients are re-solved by least squares on the columns left free.
     """
-    if x.shape[1] != 5:
-        raise ValueError("constrained_lsq expects the 5 hinge columns")
-    best: np.ndarray | None = None
-    best_obj = np.inf
-    for zero_mask in itertools.product((False, True), repeat=5):
-        for tie in (False, True):
-            coef = _solve_face(x, y, zero_mask, tie)
-            if coef is None:
-                continue
-            if np.any(coef < -1e-12) or coef[4] > coef[1] * (1 + 1e-9) + 1e-15:
-                continue
-            coef = np.maximum(coef, 0.0)
-            coef[4] = min(coef[4], coef[1])
-            obj = float(np.sum((x @ coef - y) ** 2))
-            if obj < best_obj:
-                best, best_obj = coef, obj
-    if best is None:  # cannot happen: all zeros is feasible
-        best = np.zeros(5)
-        best_obj = float(np.sum(y**2))
-    return best, best_obj
+    m = x.shape[1]
+    if m < 5:
+        raise ValueError("constrained_lsq expects at least the 5 hinge columns")
+    z = x.copy()
+    z[:, 4] = x[:, 1] + x[:, 4]
+    scale = np.linalg.norm(z, axis=0)
+    scale[scale == 0] = 1.0
+    zs = z / scale
+    sol = _nnls_gram(zs.T @ zs, zs.T @ y)
+    free = np.flatnonzero(sol > 0)
+    if len(free):  # polish on the actual columns (the normal equations square the condition)
+        exact = np.linalg.lstsq(zs[:, free], y, rcond=None)[0]
+        if np.all(exact > 0):
+            sol[free] = exact
+    best = sol / scale
+    obj = float(np.sum((z @ best - y) ** 2))
+    coef = best.copy()
+    coef[1] = best[1] + best[4]  # c1 = d + c5 >= c5
+    return coef, obj
 
 
-def _solve_face(
-    x: np.ndarray, y: np.ndarray, zero_mask: tuple[bool, ...], tie: bool
-) -> np.ndarray | None:
-    free = [i for i in range(5) if not zero_mask[i]]
-    if tie:
-        if (1 in free) != (4 in free):
-            return None  # c5 = c1 with one of them pinned to 0 is another face
-        if 1 not in free:
-            return None
-    columns: list[np.ndarray] = []
-    owners: list[tuple[int, ...]] = []
-    for i in free:
-        if tie and i == 4:
-            continue
-        if tie and i == 1:
-            columns.append(x[:, 1] + x[:, 4])
-            owners.append((1, 4))
-        else:
-            columns.append(x[:, i])
-            owners.append((i,))
-    coef = np.zeros(5)
-    if not columns:
-        return coef
-    a = np.column_stack(columns)
-    sol, *_ = np.linalg.lstsq(a, y, rcond=None)
-    for value, own in zip(sol, owners, strict=True):
-        for i in own:
-            coef[i] = value
-    return coef
+def _nnls_gram(g: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """argmin_{x >= 0} x'gx/2 - b'x (g = A'A, b = A'y, columns scaled to unit norm):
+    Lawson-Hanson active set."""
+    m = len(b)
+    x = np.zeros(m)
+    free = np.zeros(m, dtype=bool)
+    tol = 1e-12 * max(1.0, float(np.abs(b).max()))
+    for _ in range(4 * m):
+        w = b - g @ x
+        cand = np.where(free, -np.inf, w)
+        j = int(np.argmax(cand))
+        if cand[j] <= tol:
+            break
+        free[j] = True
+        for _ in range(4 * m):
+            idx = np.flatnonzero(free)
+            zsol = np.zeros(m)
+            zsol[idx] = np.linalg.lstsq(g[np.ix_(idx, idx)], b[idx], rcond=None)[0]
+            if np.all(zsol[idx] > 0):
+                x = zsol
+                break
+            neg = idx[zsol[idx] <= 0]
+            alpha = float(np.min(x[neg] / (x[neg] - zsol[neg])))
+            x = x + alpha * (zsol - x)
+            free &= x > 0
+            x[~free] = 0.0
+    return x
 
 
 def default_knee_grid(samples: StepSamples) -> np.ndarray:
@@ -207,55 +214,114 @@ def default_knee_grid(samples: StepSamples) -> np.ndarray:
     return np.unique(np.round(np.linspace(0.0, top, 65)))
 
 
+def default_knee2_grid(samples: StepSamples) -> np.ndarray:
+    """Second-hinge knees: 33 points from 0 to the 95th percentile of P+B (capped at 8192),
+    plus inf (no second hinge)."""
+    top = float(min(max(np.quantile(samples.num_tokens, 0.95), 64.0), 8192.0))
+    return np.append(np.unique(np.round(np.linspace(0.0, top, 33))), np.inf)
+
+
 def fit_hinge(
     train: StepSamples,
     held_out: StepSamples | None = None,
     *,
     knee_grid: Sequence[float] | None = None,
+    knee2_grid: Sequence[float] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> FitResult:
-    """Fit the hinge form to `train`; report errors on `train` and `held_out`.
+    """Fit the two-hinge form to `train`; report errors on `train` and `held_out`.
 
-    The knee K is searched over `knee_grid` (default: 65 points from 0 to the 90th percentile
-    of P+B, capped at 4096), then refined on a 1-token grid around the best coarse point.
-    progress(done, total) is called after each K tried.
+    The knees are searched over `knee_grid` x `knee2_grid` (defaults: `default_knee_grid`,
+    `default_knee2_grid`; inf in knee2_grid means no second hinge), then each is refined on a
+    grid of 16 points between the neighbours of the best coarse point, the other held fixed.
+    progress(done, total) is called after each row of the search.
     """
-    if len(train) < 5:
-        raise ValueError(f"need at least 5 steps to fit 5 coefficients, got {len(train)}")
+    num_coef = len(COEFFICIENT_NAMES)
+    if len(train) < num_coef:
+        raise ValueError(
+            f"need at least {num_coef} steps to fit {num_coef} coefficients, got {len(train)}"
+        )
     if np.any(train.step_ms <= 0) or not np.all(np.isfinite(train.step_ms)):
         raise ValueError("step times must be finite and > 0")
     if np.any(train.num_tokens <= 0):
         raise ValueError("every step needs P + B > 0 (an empty step is not run)")
     coarse = np.asarray(default_knee_grid(train) if knee_grid is None else knee_grid, float)
+    coarse2 = np.asarray(default_knee2_grid(train) if knee2_grid is None else knee2_grid, float)
     weight = 1.0 / train.step_ms  # minimise squared relative error
     y = train.step_ms * weight  # == 1
 
-    def objective(knee: float) -> tuple[float, np.ndarray]:
-        x = hinge_design(train, knee) * weight[:, None]
-        coef, obj = constrained_lsq(x, y)
-        return obj, coef
+    # c6 (has a prefill) is only identifiable when the steps mix prefill and decode-only ones;
+    # otherwise its column is 0 or equal to the intercept's, and c6 stays 0.
+    has_prefill = train.prefill_attn_work > 0
+    use_c6 = bool(has_prefill.any() and not has_prefill.all())
 
-    results: dict[float, tuple[float, np.ndarray]] = {}
-    total = len(coarse) + 16
+    # The search works on normal equations built from blocks: the columns that do not depend
+    # on the knees once, each knee's column once, one dot product per pair. Columns in the
+    # constrained_lsq parameterisation: c0, d = c1 - c5, c3, c4, (c6), c5 on max(n, K), c7.
+    n = train.num_tokens
+    fixed_cols = [np.ones(len(train)), n, train.decode_kv_tokens, train.prefill_attn_work]
+    if use_c6:
+        fixed_cols.append(has_prefill.astype(float))
+    fixed = np.column_stack(fixed_cols) * weight[:, None]
+    ff, fy = fixed.T @ fixed, fixed.T @ y
+    yy = float(y @ y)
+    hinge = {float(k): np.maximum(n, k) * weight for k in coarse}
+    hinge2 = {float(k): np.maximum(0.0, n - k) * weight for k in coarse2}
+
+    def column(cache: dict[float, np.ndarray], knee: float, upper: bool) -> np.ndarray:
+        if knee not in cache:
+            cache[knee] = (np.maximum(0.0, n - knee) if upper else np.maximum(n, knee)) * weight
+        return cache[knee]
+
+    results: dict[tuple[float, float], tuple[float, np.ndarray]] = {}
+
+    def evaluate(knee: float, knee2: float) -> None:
+        if (knee, knee2) in results:
+            return
+        h1, h2 = column(hinge, knee, False), column(hinge2, knee2, True)
+        k = fixed.shape[1]
+        g = np.empty((k + 2, k + 2))
+        g[:k, :k] = ff
+        g[:k, k] = g[k, :k] = fixed.T @ h1
+        g[:k, k + 1] = g[k + 1, :k] = fixed.T @ h2
+        g[k, k], g[k + 1, k + 1] = h1 @ h1, h2 @ h2
+        g[k, k + 1] = g[k + 1, k] = h1 @ h2
+        b = np.concatenate([fy, [h1 @ y, h2 @ y]])
+        scale = np.sqrt(np.diag(g))
+        scale[scale == 0] = 1.0
+        sol = _nnls_gram(g / np.outer(scale, scale), b / scale) / scale
+        obj = yy - 2.0 * float(sol @ b) + float(sol @ g @ sol)
+        results[(knee, knee2)] = (obj, sol)
+
+    def best() -> tuple[float, float]:
+        return min(results, key=lambda kk: results[kk][0])
+
+    total = len(coarse) + 2
     for i, knee in enumerate(coarse):
-        results[float(knee)] = objective(float(knee))
+        for knee2 in coarse2:
+            evaluate(float(knee), float(knee2))
         if progress:
             progress(i + 1, total)
-    best_knee = min(results, key=lambda k: results[k][0])
-    # Refine between the neighbours of the best coarse point.
-    srt = sorted(results)
-    j = srt.index(best_knee)
-    lo, hi = srt[max(j - 1, 0)], srt[min(j + 1, len(srt) - 1)]
-    fine = np.unique(np.round(np.linspace(lo, hi, 16)))
-    for i, knee in enumerate(fine):
-        if float(knee) not in results:
-            results[float(knee)] = objective(float(knee))
+    # Refine each knee between the neighbours of its best coarse value, the other fixed.
+    for axis, grid in ((0, coarse), (1, coarse2)):
+        point = best()
+        srt = sorted({float(v) for v in grid if math.isfinite(v)})
+        if math.isfinite(point[axis]) and len(srt) > 1:
+            j = srt.index(point[axis])
+            lo, hi = srt[max(j - 1, 0)], srt[min(j + 1, len(srt) - 1)]
+            for v in np.unique(np.round(np.linspace(lo, hi, 16))):
+                evaluate(*((float(v), point[1]) if axis == 0 else (point[0], float(v))))
         if progress:
-            progress(len(coarse) + i + 1, total)
-    best_knee = min(results, key=lambda k: results[k][0])
-    coef = results[best_knee][1]
+            progress(len(coarse) + axis + 1, total)
+    best_knee, best_knee2 = best()
+    # Final coefficients: the exact solver on the actual columns at the best knees.
+    columns = [i for i in range(num_coef) if use_c6 or COEFFICIENT_NAMES[i] != "c6_ms_if_prefill"]
+    x = hinge_design(train, best_knee, best_knee2)[:, columns] * weight[:, None]
+    coef = np.zeros(num_coef)
+    coef[columns] = constrained_lsq(x, y)[0]
     if coef[1] <= 0:
         raise ValueError("fit gave c1 = 0 (per-token cost); the steps do not vary P+B enough")
+    has_knee2 = math.isfinite(best_knee2) and coef[6] > 0
     model = HingeCostModel(
         c0_ms=float(coef[0]),
         c1_ms_per_token=float(coef[1]),
@@ -263,6 +329,9 @@ def fit_hinge(
         c4_ms_per_attn_unit=float(coef[3]),
         c5_ms_per_token_below_knee=float(min(coef[4], coef[1])),
         knee_tokens=float(best_knee),
+        c6_ms_if_prefill=float(coef[5]),
+        c7_ms_per_token_above_knee2=float(coef[6]) if has_knee2 else 0.0,
+        knee2_tokens=float(best_knee2) if has_knee2 else 0.0,
     )
     return FitResult(
         model,
@@ -283,6 +352,7 @@ def rounded_coefficients(model: HingeCostModel) -> dict[str, float]:
     """Coefficients for a JSON profile, with 4 significant digits (c5 <= c1 preserved)."""
     out = {k: float(f"{v:.4g}") for k, v in model.to_dict().items()}
     out["knee_tokens"] = round(model.knee_tokens)
+    out["knee2_tokens"] = round(model.knee2_tokens)
     if out["c5_ms_per_token_below_knee"] > out["c1_ms_per_token"]:
         out["c5_ms_per_token_below_knee"] = out["c1_ms_per_token"]
     return out

@@ -13,8 +13,12 @@ from fairbatching_sglang.sglang_adapter.plan import StepPlan
 
 
 def reorder_waiting_queue(queue: list[Any], admit: tuple[int, ...]) -> list[Any]:
-    """The chosen requests first in the plan's order, then the rest in their queue order."""
-    if not admit:
+    """The chosen requests first in the plan's order, then the rest in their queue order.
+
+    The same list object when that is already the queue's order (the common case: the policy
+    admits the queue's head), so SGLang's own queue is not copied.
+    """
+    if admit == tuple(range(len(admit))):
         return queue
     chosen = set(admit)
     return [queue[i] for i in admit] + [r for i, r in enumerate(queue) if i not in chosen]

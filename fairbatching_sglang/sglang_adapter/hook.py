@@ -32,6 +32,8 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
+
 from fairbatching_sglang.core.cost_model import HingeCostModel
 from fairbatching_sglang.core.load_estimate import LoadEstimate, estimate_load
 from fairbatching_sglang.core.policy import FairBatchingPolicy
@@ -42,14 +44,16 @@ from fairbatching_sglang.sglang_adapter.batch_ops import (
     split_parked,
 )
 from fairbatching_sglang.sglang_adapter.plan import StepPlan, plan_from_decision
-from fairbatching_sglang.sglang_adapter.req_state import timing_of
+from fairbatching_sglang.sglang_adapter.req_state import ReqStatePool, timing_of
 from fairbatching_sglang.sglang_adapter.settings import FairBatchingSettings
 from fairbatching_sglang.sglang_adapter.snapshot import (
     SnapshotCache,
     SnapshotInputs,
     batch_can_park,
     build_snapshot,
+    output_lens,
     row_can_park,
+    slots_of,
     states_of,
 )
 from fairbatching_sglang.sglang_adapter.telemetry import StepLog, StepRecord, make_metrics
@@ -98,9 +102,11 @@ class FairBatchingHook:
         self._parked_reqs: frozenset[Any] = frozenset()
         self._last_formed_ms: float | None = None
         self._last_predicted_ms = 0.0
-        self._snapshot_cache = SnapshotCache()
-        # (row states, num_output_tokens, KV sum, any parked_steps) of this step's snapshot decodes.
-        self._snap_rows: tuple[list[Any], Any, int, bool] | None = None
+        # Per-request counters and constants, one slot per request (req_state.ReqStatePool).
+        self._pool = ReqStatePool()
+        self._snapshot_cache = SnapshotCache(self._pool)
+        # (rows, their slots, num_output_tokens, kv_tokens) of this step's snapshot decodes.
+        self._snap_rows: tuple[list[Any], Any, Any, Any] | None = None
         self.num_steps = 0
         self.num_fallbacks = 0
         self.last_load: LoadEstimate | None = None
@@ -160,8 +166,9 @@ class FairBatchingHook:
         if plan is None:
             return False
         try:
-            running = running_batch.reqs
-            self._parked_reqs = frozenset(running[i] for i in plan.parked_rows)
+            if plan.parked_rows:
+                running = running_batch.reqs
+                self._parked_reqs = frozenset(running[i] for i in plan.parked_rows)
             scheduler.waiting_queue = reorder_waiting_queue(
                 scheduler.waiting_queue, plan.admit_queue_indices
             )
@@ -182,11 +189,14 @@ class FairBatchingHook:
         kv_free = allocator.available_size() + scheduler.tree_cache.evictable_size()
         ratio = float(scheduler.new_token_ratio_tracker.current)
         max_new = scheduler.get_num_allocatable_reqs(len(running), running_batch=running_batch)
+        queue = scheduler.waiting_queue  # read only here (no copy unless it must be cut)
         inputs = SnapshotInputs(
             now_ms=now,
             running_reqs=running,
             chunked_req=scheduler.chunked_req,
-            waiting_reqs=scheduler.waiting_queue[:MAX_PREFILL_CANDIDATES],
+            waiting_reqs=queue
+            if len(queue) <= MAX_PREFILL_CANDIDATES
+            else queue[:MAX_PREFILL_CANDIDATES],
             batch_can_park=batch_can_park(running_batch) if running else True,
             max_num_batched_tokens=self.chunked_prefill_size,
             max_prefill_tokens=self.max_prefill_tokens,
@@ -194,14 +204,10 @@ class FairBatchingHook:
             max_new_prefills=max(0, int(max_new)),
             new_token_ratio=ratio,
         )
-        snap = build_snapshot(inputs, self.default_slo, self._snapshot_cache)
+        cache = self._snapshot_cache
+        snap = build_snapshot(inputs, self.default_slo, cache)
         dec = snap.decodes
-        self._snap_rows = (
-            self._snapshot_cache.states,
-            dec.num_output_tokens,
-            int(dec.kv_tokens.sum()),
-            bool(dec.parked_steps.any()),
-        )
+        self._snap_rows = (cache.reqs, cache.slots, dec.num_output_tokens, dec.kv_tokens)
         decision = self.policy.decide(snap)
         return plan_from_decision(decision, scheduler.chunked_req is not None)
 
@@ -251,33 +257,27 @@ class FairBatchingHook:
         if batch.forward_mode.is_decode():
             decode_reqs, prefill_reqs = batch.reqs, []
         elif decoding:
+            # mix_with_running appended exactly these rows (SGLang then sets decoding_reqs to
+            # them), so they are batch.reqs[n_pre:] without copying 256 references.
             n_pre = len(batch.reqs) - len(decoding)
-            decode_reqs, prefill_reqs = batch.reqs[n_pre:], batch.reqs[:n_pre]
+            decode_reqs, prefill_reqs = decoding, batch.reqs[:n_pre]
         else:
             decode_reqs, prefill_reqs = [], batch.reqs
         # One token scheduled per decode row: counters advance, parked streaks reset.
+        pool = self._pool
         snap_rows = self._snap_rows
         self._snap_rows = None
-        states = states_of(decode_reqs, default, now_ms)
-        if snap_rows is not None and states == snap_rows[0]:
+        if snap_rows is not None and decode_reqs == snap_rows[0]:
             # Every snapshot row runs: its token count was read this step (nothing appends
-            # output tokens during batch formation), so the update is one vector op.
-            scheduled = snap_rows[1] + 1
-            for st, s in zip(states, scheduled.tolist(), strict=True):
-                st.num_scheduled_tokens = s
-            if snap_rows[3]:
-                for st in states:
-                    st.parked_steps = 0
-            decode_kv = snap_rows[2] + len(states)
+            # output tokens during batch formation).
+            slots, num_out, kv_tokens = snap_rows[1], snap_rows[2], snap_rows[3]
         else:
-            outs = [len(req.output_ids) for req in decode_reqs]
-            decode_kv = 0
-            for st, n in zip(states, outs, strict=True):
-                s = st.num_scheduled_tokens
-                s = (n if n > s else s) + 1
-                st.num_scheduled_tokens = s
-                st.parked_steps = 0
-                decode_kv += st.prompt_len + s
+            slots = slots_of(states_of(decode_reqs, pool, default, now_ms))
+            num_out = np.maximum(output_lens(decode_reqs), pool.num_scheduled_tokens[slots])
+            kv_tokens = pool.prompt_len[slots] + num_out
+        pool.num_scheduled_tokens[slots] = num_out + 1
+        pool.parked_steps[slots] = 0
+        decode_kv = int(kv_tokens.sum()) + len(decode_reqs)
         num_prefill_tokens = 0
         attn_work = 0.0
         chunked = scheduler.chunked_req
@@ -290,12 +290,11 @@ class FairBatchingHook:
             num_prefill_tokens += c
             attn_work += c * (k + c / 2.0)
             if req is not chunked:  # its last chunk: the first token comes out of this step
-                st = timing_of(req, default, now_ms, row_can_park)
+                st = timing_of(req, pool, default, now_ms, row_can_park)
                 st.num_scheduled_tokens = max(st.num_scheduled_tokens, len(req.output_ids)) + 1
                 first_tokens.append(st)
         if parked:
-            for st in states_of(list(parked), default, now_ms):
-                st.parked_steps += 1
+            pool.parked_steps[slots_of(states_of(list(parked), pool, default, now_ms))] += 1
         predicted = self.cost_model.predict_raw_ms(
             num_prefill_tokens + len(decode_reqs), float(decode_kv), attn_work
         )

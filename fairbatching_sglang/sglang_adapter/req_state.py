@@ -5,8 +5,11 @@ batches, and under the overlap scheduler `len(req.output_ids)` lags one step for
 is still in flight. The adapter counts the tokens it has *scheduled* instead, which is exact in
 both loops (one token per decode row per step; speculative decoding is refused).
 
-The state lives on the Req (`req.fairbatching_state`): it is freed with the request, so nothing
-here can leak, and lookups cost one attribute read.
+Layout: the values live in hook-owned numpy columns (`ReqStatePool`), one slot per live request;
+the `ReqTiming` on the Req (`req.fairbatching_state`) holds only its slot. A step then reads and
+updates hundreds of requests with one gather / scatter per column instead of one attribute access
+per request and field. The slot goes back to the pool when the ReqTiming is freed, i.e. with the
+request (the Req is its only long-lived owner), so nothing here can leak.
 """
 
 from __future__ import annotations
@@ -15,19 +18,42 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from fairbatching_sglang.core.slo import SloTargets
 
 TTFT_KEY = "fairbatching_ttft_slo_ms"
 TPOT_KEY = "fairbatching_tpot_slo_ms"
-_ATTR = "fairbatching_state"
+STATE_ATTR = "fairbatching_state"
+
+# (name, dtype): six constants for a request's lifetime, then the three counters.
+_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("arrival_ms", np.float64),
+    ("ttft_slo_ms", np.float64),
+    ("tpot_slo_ms", np.float64),
+    ("prompt_len", np.int64),
+    ("max_new_tokens", np.int64),
+    ("can_park", np.bool_),
+    ("num_scheduled_tokens", np.int64),
+    ("parked_steps", np.int64),
+    # Expected end of the step that produces the first token (NaN until it is scheduled).
+    ("first_token_ms", np.float64),
+)
 
 
-class ReqTiming:
-    """Mutable per-request counters (slots: hundreds are read every step)."""
+class ReqStatePool:
+    """Per-request columns indexed by slot; a slot is owned by one live ReqTiming.
+
+    Index with an int64 array of slots (`pool.num_scheduled_tokens[slots]`) to gather a column
+    for many requests; scatter the same way. Capacity doubles when full (the columns are then
+    new arrays), so keep slots, not the column arrays, across the creation of requests.
+    """
 
     __slots__ = (
+        "_free",
         "arrival_ms",
         "can_park",
+        "capacity",
         "first_token_ms",
         "max_new_tokens",
         "num_scheduled_tokens",
@@ -37,25 +63,121 @@ class ReqTiming:
         "ttft_slo_ms",
     )
 
+    arrival_ms: np.ndarray
+    ttft_slo_ms: np.ndarray
+    tpot_slo_ms: np.ndarray
+    prompt_len: np.ndarray
+    max_new_tokens: np.ndarray
+    can_park: np.ndarray
+    num_scheduled_tokens: np.ndarray
+    parked_steps: np.ndarray
+    first_token_ms: np.ndarray
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.capacity = 0
+        self._free: list[int] = []
+        for name, dtype in _COLUMNS:
+            setattr(self, name, np.empty(0, dtype=dtype))
+        self._grow(capacity)
+
+    def _grow(self, capacity: int) -> None:
+        old = self.capacity
+        for name, dtype in _COLUMNS:
+            col = np.empty(capacity, dtype=dtype)
+            col[:old] = getattr(self, name)
+            setattr(self, name, col)
+        # Pop order: lowest slot first (keeps the live slots dense).
+        self._free.extend(range(capacity - 1, old - 1, -1))
+        self.capacity = capacity
+
+    def alloc(self) -> int:
+        if not self._free:
+            self._grow(max(2 * self.capacity, 64))
+        slot = self._free.pop()
+        # The constant columns are the caller's to write (ReqTiming does).
+        self.num_scheduled_tokens[slot] = 0
+        self.parked_steps[slot] = 0
+        self.first_token_ms[slot] = math.nan
+        return slot
+
+    def release(self, slot: int) -> None:
+        self._free.append(slot)
+
+    @property
+    def num_live(self) -> int:
+        return self.capacity - len(self._free)
+
+
+def _column_property(name: str, cast: Callable[[Any], Any], writable: bool) -> property:
+    def get(self: ReqTiming) -> Any:
+        return cast(getattr(self.pool, name)[self.slot])
+
+    def set_(self: ReqTiming, value: Any) -> None:
+        getattr(self.pool, name)[self.slot] = value
+
+    return property(get, set_ if writable else None, doc=f"this request's {name} (pool column)")
+
+
+class ReqTiming:
+    """One request's slot in the pool; the attributes read and write the pool's columns."""
+
+    __slots__ = ("pool", "slot")
+
     def __init__(
         self,
+        pool: ReqStatePool,
         arrival_ms: float,
         slo: SloTargets,
         prompt_len: int = 0,
         max_new_tokens: int = 0,
         can_park: bool = True,
     ) -> None:
-        self.arrival_ms = arrival_ms
-        # Constant per request, cached so the per-step snapshot reads one object per row.
-        self.prompt_len = prompt_len
-        self.max_new_tokens = max_new_tokens
-        self.can_park = can_park
-        self.ttft_slo_ms = slo.ttft_slo_ms
-        self.tpot_slo_ms = slo.tpot_slo_ms
-        self.num_scheduled_tokens = 0
-        self.parked_steps = 0
-        # Expected end of the step that produces the first token (NaN until it is scheduled).
-        self.first_token_ms = math.nan
+        slot = pool.alloc()
+        self.pool = pool
+        self.slot = slot
+        pool.arrival_ms[slot] = arrival_ms
+        pool.ttft_slo_ms[slot] = slo.ttft_slo_ms
+        pool.tpot_slo_ms[slot] = slo.tpot_slo_ms
+        pool.prompt_len[slot] = prompt_len
+        pool.max_new_tokens[slot] = max_new_tokens
+        pool.can_park[slot] = can_park
+
+    def __del__(self) -> None:
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.release(self.slot)
+
+    def __copy__(self) -> ReqTiming:
+        """A new slot with the same values (a shared slot would be freed twice)."""
+        pool, slot = self.pool, self.slot
+        twin = ReqTiming(
+            pool,
+            self.arrival_ms,
+            SloTargets(self.ttft_slo_ms, self.tpot_slo_ms),
+            prompt_len=self.prompt_len,
+            max_new_tokens=self.max_new_tokens,
+            can_park=self.can_park,
+        )
+        for name in ("num_scheduled_tokens", "parked_steps", "first_token_ms"):
+            getattr(pool, name)[twin.slot] = getattr(pool, name)[slot]
+        return twin
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ReqTiming:
+        return self.__copy__()  # the pool is the hook's, shared on purpose
+
+    def __reduce__(self) -> Any:
+        # A slot means nothing in another process.
+        raise TypeError("ReqTiming lives in its hook's pool and cannot be pickled")
+
+    arrival_ms = _column_property("arrival_ms", float, False)
+    ttft_slo_ms = _column_property("ttft_slo_ms", float, False)
+    tpot_slo_ms = _column_property("tpot_slo_ms", float, False)
+    prompt_len = _column_property("prompt_len", int, False)
+    max_new_tokens = _column_property("max_new_tokens", int, False)
+    can_park = _column_property("can_park", bool, False)
+    num_scheduled_tokens = _column_property("num_scheduled_tokens", int, True)
+    parked_steps = _column_property("parked_steps", int, True)
+    first_token_ms = _column_property("first_token_ms", float, True)
 
 
 def resolve_slo(custom_params: Mapping[str, Any] | None, default: SloTargets) -> SloTargets:
@@ -84,27 +206,29 @@ def _positive(value: Any) -> float | None:
 
 def timing_of(
     req: Any,
+    pool: ReqStatePool,
     default: SloTargets,
     fallback_arrival_ms: float,
     can_park: Callable[[Any], bool] | None = None,
 ) -> ReqTiming:
-    """The request's state, created on first sight.
+    """The request's state, created (with a slot in `pool`) on first sight.
 
     Arrival is SGLang's `time_stats.scheduler_recv_time` (perf_counter seconds, the clock the
     hook also reads); a request without it (0.0) arrives at first sight.
     """
-    state = getattr(req, _ATTR, None)
+    state = getattr(req, STATE_ATTR, None)
     if state is None:
         recv_s = float(getattr(getattr(req, "time_stats", None), "scheduler_recv_time", 0.0) or 0.0)
         arrival = recv_s * 1000.0 if recv_s > 0 else fallback_arrival_ms
         sp = req.sampling_params
         slo = resolve_slo(getattr(sp, "custom_params", None), default)
         state = ReqTiming(
+            pool,
             arrival,
             slo,
             prompt_len=len(req.origin_input_ids),
             max_new_tokens=int(sp.max_new_tokens or 0),
             can_park=can_park(req) if can_park is not None else True,
         )
-        setattr(req, _ATTR, state)
+        setattr(req, STATE_ATTR, state)
     return state

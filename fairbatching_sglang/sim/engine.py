@@ -41,6 +41,20 @@ class SimSummary:
     end_ms: float
 
 
+def make_request(workload: SimWorkload, i: int) -> SimRequest:
+    w = workload
+    hash_ids = w.hash_ids[i] if w.hash_ids is not None else None
+    return SimRequest(
+        rid=i,
+        arrival_ms=float(w.arrival_ms[i]),
+        input_tokens=int(w.input_tokens[i]),
+        output_tokens=int(w.output_tokens[i]),
+        ttft_slo_ms=float(w.ttft_slo_ms[i]),
+        tpot_slo_ms=float(w.tpot_slo_ms[i]),
+        hash_ids=tuple(hash_ids) if hash_ids is not None else None,
+    )
+
+
 class Simulator:
     def __init__(
         self,
@@ -112,18 +126,12 @@ class Simulator:
             self._next_index = i + 1
 
     def _on_arrival(self, i: int, now: float) -> None:
-        w = self.workload
-        hash_ids = w.hash_ids[i] if w.hash_ids is not None else None
-        req = SimRequest(
-            rid=i,
-            arrival_ms=float(w.arrival_ms[i]),
-            input_tokens=int(w.input_tokens[i]),
-            output_tokens=int(w.output_tokens[i]),
-            ttft_slo_ms=float(w.ttft_slo_ms[i]),
-            tpot_slo_ms=float(w.tpot_slo_ms[i]),
-            hash_ids=tuple(hash_ids) if hash_ids is not None else None,
-        )
+        req = make_request(self.workload, i)
         self._push_next_arrival()
+        self.admit(req, now)
+
+    def admit(self, req: SimRequest, now: float) -> None:
+        """Queue a request that reaches this instance at `now` (the cluster's router calls this)."""
         # A request whose whole sequence can never fit the KV pool is refused up front, as
         # SGLang refuses prompts beyond its token capacity.
         if req.input_tokens + req.output_tokens > self.state.kv_capacity_tokens:

@@ -18,6 +18,7 @@ class EventKind(IntEnum):
     STEP_END = 0
     ARRIVAL = 1
     SCHEDULE = 2  # an idle engine wakes after every arrival of that instant is queued
+    POLL = 3  # cluster: the router refreshes its load snapshot (after everything else at t)
 
 
 @dataclass(frozen=True, order=True)

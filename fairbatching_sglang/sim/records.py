@@ -47,6 +47,13 @@ STEP_SCHEMA = pa.schema(
     ]
 )
 
+# The cluster simulator's records: the same columns plus where each request ran and how long it
+# waited at the router (arrival_ms stays the arrival at the router, so TTFT includes that wait).
+CLUSTER_REQUEST_SCHEMA = REQUEST_SCHEMA.append(pa.field("replica", pa.int64())).append(
+    pa.field("router_queue_ms", pa.float64())
+)
+CLUSTER_STEP_SCHEMA = STEP_SCHEMA.append(pa.field("replica", pa.int64()))
+
 
 class RecordSink(Protocol):
     def add_request(self, row: dict[str, Any]) -> None: ...
@@ -99,10 +106,16 @@ class _BatchedParquet:
 class ParquetSink:
     """requests.parquet (one row per request, every token's virtual time) and steps.parquet."""
 
-    def __init__(self, out_dir: Path, batch_rows: int = 2000) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        batch_rows: int = 2000,
+        request_schema: pa.Schema = REQUEST_SCHEMA,
+        step_schema: pa.Schema = STEP_SCHEMA,
+    ) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.requests = _BatchedParquet(out_dir / "requests.parquet", REQUEST_SCHEMA, batch_rows)
-        self.steps = _BatchedParquet(out_dir / "steps.parquet", STEP_SCHEMA, batch_rows * 10)
+        self.requests = _BatchedParquet(out_dir / "requests.parquet", request_schema, batch_rows)
+        self.steps = _BatchedParquet(out_dir / "steps.parquet", step_schema, batch_rows * 10)
 
     def add_request(self, row: dict[str, Any]) -> None:
         self.requests.add(row)

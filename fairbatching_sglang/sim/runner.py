@@ -129,6 +129,39 @@ def run_simulation(
     return SimRunResult(policy, rate_scale, summary, engine, wall_s, out_dir)
 
 
+def sim_versions() -> dict[str, str]:
+    return {
+        "fairbatching_sglang": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "modelled_sglang": "0.5.23 scheduling policies",
+    }
+
+
+def trace_metadata(table: RequestTable) -> dict[str, Any]:
+    return {
+        "source": str(table.source),
+        "format": table.format,
+        "num_requests": table.num_requests,
+        "span_s": table.span_s,
+        "mean_rate_rps": table.mean_rate_rps,
+        "transformations": list(table.transformations),
+    }
+
+
+def profile_metadata(profile: CostProfile) -> dict[str, Any]:
+    return {
+        "name": profile.name,
+        "path": profile.source_path,
+        "gpu": profile.gpu,
+        "model": profile.model,
+        "tp_size": profile.tp_size,
+        "kv_capacity_tokens": profile.kv_capacity_tokens,
+        "coefficients": profile.cost_model.to_dict(),
+    }
+
+
 def run_metadata(
     table: RequestTable,
     policy: str,
@@ -143,31 +176,11 @@ def run_metadata(
     return {
         "kind": "simulated",
         "command": command or " ".join(sys.argv),
-        "versions": {
-            "fairbatching_sglang": __version__,
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "pandas": pd.__version__,
-            "modelled_sglang": "0.5.23 scheduling policies",
-        },
-        "trace": {
-            "source": str(table.source),
-            "format": table.format,
-            "num_requests": table.num_requests,
-            "span_s": table.span_s,
-            "transformations": list(table.transformations),
-        },
+        "versions": sim_versions(),
+        "trace": trace_metadata(table),
         "policy": policy,
         "rate_scale": rate_scale,
-        "profile": {
-            "name": profile.name,
-            "path": profile.source_path,
-            "gpu": profile.gpu,
-            "model": profile.model,
-            "tp_size": profile.tp_size,
-            "kv_capacity_tokens": profile.kv_capacity_tokens,
-            "coefficients": profile.cost_model.to_dict(),
-        },
+        "profile": profile_metadata(profile),
         "policy_profile": policy_profile.name if policy_profile else None,
         "slo": {
             "default": dataclasses.asdict(slo_table.default),

@@ -98,6 +98,9 @@ cost_models = st.one_of(
         c5_ms_per_token_below_knee=st.floats(0.0, 0.011),
         knee_tokens=st.floats(0, 2048),
         overhead_ms=st.floats(0, 2),
+        c6_ms_if_prefill=st.one_of(st.just(0.0), st.floats(0.0, 2.0)),
+        c7_ms_per_token_above_knee2=st.one_of(st.just(0.0), st.floats(0.0, 0.05)),
+        knee2_tokens=st.floats(0, 8192),
     ),
 )
 

@@ -7,10 +7,32 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fairbatching_sglang.core import HingeCostModel, StepShape, chunk_attn_work
+from fairbatching_sglang.core.cost_model import OPTIONAL_FIELDS
 from fairbatching_sglang.profiles import DEFAULT_PROFILE, ProfileError, load_profile
 from tests.core.strategies import cost_models
 
 CM = load_profile().cost_model
+
+
+@st.composite
+def full_cost_models(draw: st.DrawFn) -> HingeCostModel:
+    """Every term in play: hinge, second hinge, has-a-prefill cost (c6), overhead."""
+    c1 = draw(st.floats(0.005, 0.2))
+    return HingeCostModel(
+        c0_ms=draw(st.floats(0.0, 10.0)),
+        c1_ms_per_token=c1,
+        c3_ms_per_kv_token=draw(st.one_of(st.just(0.0), st.floats(0.0, 1e-3))),
+        c4_ms_per_attn_unit=draw(st.one_of(st.just(0.0), st.floats(0.0, 1e-5))),
+        c5_ms_per_token_below_knee=draw(st.floats(0.0, 0.95)) * c1,
+        knee_tokens=draw(st.floats(0, 2048)),
+        overhead_ms=draw(st.floats(0, 2)),
+        c6_ms_if_prefill=draw(st.one_of(st.just(0.0), st.floats(0.0, 5.0))),
+        c7_ms_per_token_above_knee2=draw(st.one_of(st.just(0.0), st.floats(0.0, 0.05))),
+        knee2_tokens=draw(st.floats(0, 8192)),
+    )
+
+
+any_cost_models = st.one_of(cost_models, full_cost_models())
 
 
 @pytest.mark.parametrize(
@@ -31,12 +53,27 @@ def test_default_profile_matches_measured_reference_points(
 def test_hinge_term_prices_small_steps_above_the_line() -> None:
     linear = HingeCostModel(**{**CM.to_dict(), "c5_ms_per_token_below_knee": 0.0})
     assert CM.predict_ms(StepShape(0, 8, 8000)) > linear.predict_ms(StepShape(0, 8, 8000))
-    assert CM.predict_ms(StepShape(1000, 0, 0)) == linear.predict_ms(StepShape(1000, 0, 0))
+    big = max(CM.knee_tokens, 0) + 10
+    assert CM.predict_ms(StepShape(big, 0, 0)) == linear.predict_ms(StepShape(big, 0, 0))
+
+
+def test_prefill_cost_and_second_hinge_terms() -> None:
+    m = HingeCostModel(1.0, 0.02, 0.0, 0.0, 0.01, 100, 0.0, 0.5, 0.004, 1000)
+    # c6 only when the step holds a prefill chunk (Q > 0).
+    assert m.predict_raw_ms(50, 0, 0.0) == pytest.approx(1.0 + 0.02 * 50 + 0.01 * 50)
+    assert m.predict_raw_ms(50, 0, 1.0) == pytest.approx(1.5 + 0.02 * 50 + 0.01 * 50 + 0.0)
+    # The second hinge adds c7 per token above K2 only.
+    assert m.predict_raw_ms(1000, 0, 0.0) == pytest.approx(1.0 + 20.0)
+    assert m.predict_raw_ms(1500, 0, 0.0) == pytest.approx(1.0 + 30.0 + 0.004 * 500)
+    # Old profiles without the new fields still load, with the terms off.
+    old = {k: v for k, v in CM.to_dict().items() if k not in OPTIONAL_FIELDS}
+    legacy = HingeCostModel.from_dict(old)
+    assert legacy.c6_ms_if_prefill == 0.0 and legacy.c7_ms_per_token_above_knee2 == 0.0
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    cm=cost_models,
+    cm=any_cost_models,
     p=st.integers(0, 8192),
     b=st.integers(0, 512),
     s=st.integers(0, 10**6),
@@ -48,21 +85,24 @@ def test_price_increases_with_every_token(
     base = StepShape(p, b, s, chunk_attn_work(p, k))
     assert cm.predict_ms(base.with_chunk(1, k + p)) >= cm.predict_ms(base)
     assert cm.predict_ms(StepShape(p, b + 1, s + 1, base.prefill_attn_work)) >= cm.predict_ms(base)
+    assert cm.predict_ms(StepShape(p + 1, b, s, base.prefill_attn_work)) >= cm.predict_ms(base)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
-    cm=cost_models,
+    cm=any_cost_models,
     budget=st.floats(0.0, 400.0),
     n=st.integers(0, 1024),
     s=st.integers(0, 10**6),
+    q=st.one_of(st.just(0.0), st.floats(0.5, 1e8)),
     k=st.integers(0, 64_000),
     max_tokens=st.integers(0, 16_384),
 )
 def test_inverse_finds_the_exact_largest_chunk(
-    cm: HingeCostModel, budget: float, n: int, s: int, k: int, max_tokens: int
+    cm: HingeCostModel, budget: float, n: int, s: int, q: float, k: int, max_tokens: int
 ) -> None:
-    base = StepShape(n, 0, s, 0.0)
+    # q == 0: the base step has no prefill, so the chunk adds c6; q > 0: already paid.
+    base = StepShape(n, 0, s, q)
     c = cm.max_chunk_tokens(budget, base, k, max_tokens)
     assert 0 <= c <= max_tokens
     if c > 0:

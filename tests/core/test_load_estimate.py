@@ -7,7 +7,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fairbatching_sglang.core.cost_model import HingeCostModel
-from fairbatching_sglang.core.load_estimate import estimate_load
+from fairbatching_sglang.core.load_estimate import (
+    estimate_load,
+    idle_admission_tokens,
+    prefill_capacity_tokens,
+)
 
 CM = HingeCostModel(1.857, 0.0211, 4.229e-5, 8.36e-7, 0.01021, 448)
 
@@ -42,10 +46,34 @@ def test_queued_prefill_is_subtracted_and_floored() -> None:
     assert est(queued_prefill_tokens=10**9).prefill_admission_tokens == 0
 
 
-def test_no_decodes_uses_full_chunks() -> None:
-    e = est(num_decodes=0, decode_kv_tokens=0, max_prefill_tokens=2048)
-    step = CM.predict_raw_ms(2048, 0.0, 2048 * 1024.0)
-    assert e.prefill_capacity_tokens == int(1000.0 // step) * 2048
+def test_no_decodes_takes_the_better_of_full_and_paced_chunks() -> None:
+    for cap in (2048, 8192):
+        e = est(num_decodes=0, decode_kv_tokens=0, max_prefill_tokens=cap)
+        step = CM.predict_raw_ms(cap, 0.0, cap * cap / 2.0)
+        full = int(1000.0 // step) * cap
+        paced = 20 * CM.max_chunk_tokens_raw(50.0, 0, 0.0, 0.0, 0, cap)
+        assert e.prefill_capacity_tokens == max(full, paced)
+    # Large chunks pay quadratic attention: at 8192 the paced chunks win.
+    e = est(num_decodes=0, decode_kv_tokens=0, max_prefill_tokens=8192)
+    assert (
+        e.prefill_capacity_tokens
+        > est(num_decodes=1, decode_kv_tokens=1024).prefill_capacity_tokens
+    )
+
+
+def test_capacity_helpers_match_the_estimate() -> None:
+    for n in (0, 1, 64):
+        e = est(num_decodes=n, decode_kv_tokens=n * 1024)
+        assert e.prefill_capacity_tokens == prefill_capacity_tokens(
+            CM,
+            num_decodes=n,
+            decode_kv_tokens=n * 1024,
+            ttft_slo_ms=1000.0,
+            tpot_slo_ms=50.0,
+            max_prefill_tokens=8192,
+        )
+    idle = idle_admission_tokens(CM, ttft_slo_ms=1000.0, tpot_slo_ms=50.0, max_prefill_tokens=8192)
+    assert idle == est(num_decodes=0, decode_kv_tokens=0).prefill_admission_tokens
 
 
 def test_max_running_requests_under_slo() -> None:
@@ -82,8 +110,9 @@ def test_monotone_in_load(n: int, kv: int, queued: int, ttft: float, tpot: float
         tpot_slo_ms=tpot,
     )
     assert a.prefill_admission_tokens >= 0
-    if n > 0:  # more decodes never leave more room for prefill
-        assert b.prefill_admission_tokens <= a.prefill_admission_tokens
+    # More decodes never leave more room for prefill, from an idle instance on (a router picks
+    # the largest budget, so an idle instance must never look busier than a decoding one).
+    assert b.prefill_admission_tokens <= a.prefill_admission_tokens
 
 
 def test_rejects_bad_inputs() -> None:

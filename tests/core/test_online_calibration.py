@@ -50,6 +50,29 @@ def test_recovers_drifted_coefficients_from_noisy_steps():
         assert m.predict_ms(shape) == pytest.approx(truth.predict_ms(shape), rel=0.05)
 
 
+def test_recovers_prefill_step_cost():
+    # The engine charges prefill steps 0.6 ms more than the profile says, and 0.3 ms overhead.
+    truth = replace(BASE, c6_ms_if_prefill=BASE.c6_ms_if_prefill + 0.6, overhead_ms=0.3)
+    cal = OnlineCalibrator(BASE, OnlineCalibrationConfig(forgetting_factor=0.999))
+    feed(cal, truth, 3000, 5, noise=0.01)
+    m = cal.model()
+    assert m.c6_ms_if_prefill == pytest.approx(truth.c6_ms_if_prefill, abs=0.1)
+    assert m.c0_ms + m.overhead_ms == pytest.approx(1.9 + 0.3, abs=0.2)
+    assert m.c7_ms_per_token_above_knee2 == pytest.approx(BASE.c7_ms_per_token_above_knee2, rel=0.1)
+    assert m.knee2_tokens == BASE.knee2_tokens
+
+
+def test_learns_prefill_cost_when_offline_profile_has_none():
+    base = replace(BASE, c6_ms_if_prefill=0.0)  # e.g. a profile made before c6 existed
+    cal = OnlineCalibrator(base, OnlineCalibrationConfig(forgetting_factor=0.999))
+    feed(cal, BASE, 3000, 6, noise=0.01)
+    assert cal.model().c6_ms_if_prefill == pytest.approx(BASE.c6_ms_if_prefill, abs=0.1)
+    # Bounded: at most max_extra_prefill_ms when the offline value is 0.
+    capped = OnlineCalibrator(base, OnlineCalibrationConfig(max_extra_prefill_ms=0.3))
+    feed(capped, BASE, 1000, 6, noise=0.0)
+    assert 0.0 <= capped.model().c6_ms_if_prefill <= 0.3 + 1e-12
+
+
 def test_no_change_when_measurements_match():
     cal = OnlineCalibrator(BASE)
     feed(cal, BASE, 500, 1, noise=0.0)
@@ -84,6 +107,7 @@ def test_bounded_drift_and_c5_le_c1():
         ):
             assert base / 1.5 * (1 - 1e-9) <= got <= base * 1.5 * (1 + 1e-9)
         assert m.c0_ms + m.overhead_ms <= 1.9 * 1.5 + 1.0 + 1e-9
+        assert 0.8 / 1.5 - 1e-9 <= m.c6_ms_if_prefill <= 0.8 * 1.5 + cfg.max_extra_prefill_ms
     assert cal.ratios()["c1"] == pytest.approx(1.5)
 
 
@@ -120,6 +144,7 @@ def test_deterministic_and_config_validation():
         {"forgetting_factor": 0.0},
         {"max_ratio": 0.5},
         {"max_extra_overhead_ms": -1},
+        {"max_extra_prefill_ms": -1},
         {"initial_variance": 0},
         {"outlier_rel_residual": 0},
     ):

@@ -1,0 +1,247 @@
+"""Cluster capacity search: every (replicas, router, scheduling arm) combination, simulated.
+
+Per combination, `harness.capacity.find_capacity` (doubling then bisection, probes memoised in a
+ProbeCache so the 90% and 99% searches share runs) over the per-replica rate scale s: N replicas
+replay the trace compressed N*s times (see sim/cluster/runner.py), so a capacity of s means the
+cluster carries N times what one instance carries at s, directly comparable with the
+single-instance reports. Afterwards every combination of one N also runs at a common rate (the
+90% capacity of round-robin + sglang-mixed at that N, see common_rates) for the latency table.
+
+Layout: <out>/cluster.json (config, command, versions), <out>/n<N>/<router>/<arm>.json (every
+probe's summary and the capacities). Combinations run in a process pool (`jobs`), each
+deterministic, so the result does not depend on the pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fairbatching_sglang.core import SloTable
+from fairbatching_sglang.harness.arms import ARMS
+from fairbatching_sglang.harness.capacity import CapacityConfig, ProbeCache, find_capacity
+from fairbatching_sglang.profiles import CostProfile
+from fairbatching_sglang.sim.cluster import RouterConfig, run_cluster_simulation
+from fairbatching_sglang.sim.config import SimConfig
+from fairbatching_sglang.workload import RequestTable
+
+
+@dataclass(frozen=True)
+class RouterVariant:
+    """A router as a report row: `label` names it (e.g. "least-load@fresh")."""
+
+    label: str
+    config: RouterConfig
+
+
+def router_variants(
+    names: Sequence[str], poll_ms: float, fresh_for: Sequence[str] = ()
+) -> list[RouterVariant]:
+    """One variant per router at poll_ms; plus an "@fresh" (interval 0) one for each name in
+    fresh_for."""
+    out = [RouterVariant(n, RouterConfig(n, load_poll_interval_ms=poll_ms)) for n in names]
+    out += [
+        RouterVariant(f"{n}@fresh", RouterConfig(n, load_poll_interval_ms=0.0)) for n in fresh_for
+    ]
+    return out
+
+
+@dataclass(frozen=True)
+class ClusterJob:
+    table: RequestTable
+    profile: CostProfile
+    slo_table: SloTable
+    sim_config: SimConfig
+    num_replicas: int
+    router: RouterVariant
+    arm: str
+    targets: tuple[float, ...]
+    capacity: CapacityConfig
+    extra_rates: tuple[float, ...] = ()
+
+
+def _probe(job: ClusterJob, rate: float) -> dict[str, Any]:
+    arm = ARMS[job.arm]
+    res = run_cluster_simulation(
+        job.table,
+        arm.sim_policy,
+        job.profile,
+        num_replicas=job.num_replicas,
+        router_config=job.router.config,
+        slo_table=job.slo_table,
+        rate_scale=rate,
+        sim_config=job.sim_config,
+        fairbatching_config=arm.fairbatching_config(),
+    )
+    return {
+        **res.summary,
+        "wall_s": res.wall_s,
+        "num_router_queued": res.engine.num_router_queued,
+        "max_router_queue": res.engine.max_router_queue,
+        "requests_per_replica": list(res.engine.requests_per_replica),
+    }
+
+
+def run_job(job: ClusterJob, prior: dict[float, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Capacity per target (when targets) and any extra rates; returns the job's document."""
+    summaries: dict[float, dict[str, Any]] = dict(prior or {})
+
+    def attainment(rate: float) -> float:
+        if rate not in summaries:
+            summaries[rate] = _probe(job, rate)
+        a = summaries[rate].get("slo_attainment", float("nan"))
+        return 0.0 if a is None or math.isnan(a) else float(a)
+
+    cache = ProbeCache(attainment)
+    caps: dict[str, float | None] = {}
+    for target in job.targets:
+        caps[f"{target:g}"] = find_capacity(cache, target, job.capacity).capacity
+    for rate in job.extra_rates:
+        cache(rate)
+    return {
+        "num_replicas": job.num_replicas,
+        "router": job.router.label,
+        "router_config": dataclasses.asdict(job.router.config),
+        "arm": job.arm,
+        "capacity": caps,
+        "probes": [{"rate_scale": r, **s} for r, s in sorted(summaries.items())],
+    }
+
+
+def _job_path(out_dir: Path, doc: dict[str, Any]) -> Path:
+    return out_dir / f"n{doc['num_replicas']}" / doc["router"] / f"{doc['arm']}.json"
+
+
+def _write(out_dir: Path, doc: dict[str, Any]) -> None:
+    path = _job_path(out_dir, doc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, default=_nan_none) + "\n")
+
+
+def _nan_none(o: Any) -> Any:
+    return None if isinstance(o, float) and math.isnan(o) else str(o)
+
+
+def _run_pool(
+    jobs: list[ClusterJob],
+    priors: list[dict[float, dict[str, Any]] | None],
+    num_workers: int,
+    on_done: Callable[[dict[str, Any]], None],
+) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any] | None] = [None] * len(jobs)
+    if num_workers <= 1:
+        for i, (job, prior) in enumerate(zip(jobs, priors, strict=True)):
+            docs[i] = run_job(job, prior)
+            on_done(docs[i])  # type: ignore[arg-type]
+    else:
+        with ProcessPoolExecutor(num_workers) as pool:
+            futures = {
+                pool.submit(run_job, job, prior): i
+                for i, (job, prior) in enumerate(zip(jobs, priors, strict=True))
+            }
+            for fut in as_completed(futures):
+                i = futures[fut]
+                docs[i] = fut.result()
+                on_done(docs[i])  # type: ignore[arg-type]
+    return [d for d in docs if d is not None]
+
+
+def run_cluster_capacity(
+    table: RequestTable,
+    profile: CostProfile,
+    slo_table: SloTable,
+    sim_config: SimConfig,
+    *,
+    replicas: Sequence[int],
+    routers: Sequence[RouterVariant],
+    arms: Sequence[str],
+    out_dir: Path,
+    meta: dict[str, Any],
+    targets: tuple[float, ...] = (0.90, 0.99),
+    capacity: CapacityConfig | None = None,
+    num_workers: int = 1,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Search every combination, then run each N's combinations at its common rate. Returns the
+    job documents (also written under out_dir, each as soon as it finishes)."""
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+    capacity = capacity or CapacityConfig()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index = {
+        **meta,
+        "replicas": list(replicas),
+        "routers": {v.label: dataclasses.asdict(v.config) for v in routers},
+        "arms": {a: dataclasses.asdict(ARMS[a]) for a in arms},
+        "targets": list(targets),
+        "capacity_search": dataclasses.asdict(capacity),
+        "sim_config": dataclasses.asdict(sim_config),
+    }
+    (out_dir / "cluster.json").write_text(json.dumps(index, indent=2, default=str) + "\n")
+    jobs = [
+        ClusterJob(table, profile, slo_table, sim_config, n, r, a, targets, capacity)
+        for n in replicas
+        for r in routers
+        for a in arms
+    ]
+    total = len(jobs) * 2
+    done = 0
+
+    def on_done(doc: dict[str, Any]) -> None:
+        nonlocal done
+        done += 1
+        _write(out_dir, doc)
+        if on_progress is not None:
+            on_progress(f"n{doc['num_replicas']} {doc['router']} {doc['arm']}", done, total)
+
+    docs = _run_pool(jobs, [None] * len(jobs), num_workers, on_done)
+    common = common_rates(docs, targets[0])
+    index["common_rate"] = {str(n): r for n, r in common.items()}
+    (out_dir / "cluster.json").write_text(json.dumps(index, indent=2, default=str) + "\n")
+    detail_jobs = [
+        dataclasses.replace(job, targets=(), extra_rates=(common[job.num_replicas],))
+        for job in jobs
+    ]
+    priors = [{p["rate_scale"]: _summary_of(p) for p in doc["probes"]} for doc in docs]
+    by_key = {(d["num_replicas"], d["router"], d["arm"]): d for d in docs}
+
+    def on_detail(detail: dict[str, Any]) -> None:
+        doc = by_key[(detail["num_replicas"], detail["router"], detail["arm"])]
+        doc["probes"] = detail["probes"]
+        on_done(doc)
+
+    _run_pool(detail_jobs, priors, num_workers, on_detail)
+    return docs
+
+
+def _summary_of(probe: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in probe.items() if k != "rate_scale"}
+
+
+def common_rates(
+    docs: list[dict[str, Any]],
+    target: float,
+    baseline: tuple[str, str] = ("round-robin", "sglang-mixed"),
+) -> dict[int, float]:
+    """Per N: the baseline combination's capacity at `target` (stock SGLang with mixed chunking
+    behind round-robin: the rate where the baseline just meets the target, so the latency table
+    shows who holds up there); without it, the lowest capacity among the combinations; 1.0 when
+    none was found."""
+    key = f"{target:g}"
+    out: dict[int, float] = {}
+    for n in sorted({d["num_replicas"] for d in docs}):
+        mine = [d for d in docs if d["num_replicas"] == n]
+        base = [d["capacity"].get(key) for d in mine if (d["router"], d["arm"]) == baseline]
+        caps = [d["capacity"].get(key) for d in mine if d["capacity"].get(key) is not None]
+        if base and base[0] is not None:
+            out[n] = round(base[0], 4)
+        else:
+            out[n] = round(min(caps), 4) if caps else 1.0
+    return out

@@ -1,0 +1,51 @@
+"""Router settings (frozen; the CLI builds one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """worker_urls: base URLs of the patched SGLang servers (http://host:port).
+
+    poll_interval_s: each worker's /v1/loads is read this often (smg: whole seconds, >= 1).
+    poll_timeout_s: a poll slower than this counts as failed; the worker leaves routing until a
+        poll succeeds again.
+    settle_s: a dispatch made less than this before a poll was sent may not be visible in that
+        poll yet (IPC to the scheduler); its tokens stay counted as consumed after the poll.
+    max_admission_tokens: an idle replica's budget (`core.load_estimate.idle_admission_tokens`);
+        a prompt larger than it needs only that much (`core.routing.choose_by_admission_budget`).
+        None: use the largest budget any replica has reported so far.
+    queue_timeout_s: a request that waited this long at the router for room gets 503.
+    max_queue: requests beyond this many waiting get 503 at once (0 = unbounded).
+    chars_per_token: prompt-size estimate for requests without input_ids (text / chars_per_token).
+    max_attempts: a request whose worker refuses the connection is re-routed at most this many
+        times in total (then 502).
+    """
+
+    worker_urls: tuple[str, ...]
+    host: str = "127.0.0.1"
+    port: int = 30000
+    poll_interval_s: float = 0.1
+    poll_timeout_s: float = 2.0
+    settle_s: float = 0.05
+    max_admission_tokens: int | None = None
+    queue_timeout_s: float = 600.0
+    max_queue: int = 0
+    chars_per_token: float = 4.0
+    connect_timeout_s: float = 10.0
+    request_timeout_s: float | None = None
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.worker_urls:
+            raise ValueError("at least one worker URL is needed")
+        if len(set(self.worker_urls)) != len(self.worker_urls):
+            raise ValueError("worker URLs must be distinct")
+        if self.poll_interval_s <= 0 or self.poll_timeout_s <= 0:
+            raise ValueError("poll interval and timeout must be > 0")
+        if self.chars_per_token <= 0:
+            raise ValueError("chars_per_token must be > 0")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")

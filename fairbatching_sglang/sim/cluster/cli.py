@@ -1,0 +1,234 @@
+"""`fairbatching cluster simulate|capacity`: N simulated replicas behind a router (no GPU)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fairbatching_sglang.sim.cluster.config import ROUTER_NAMES, SMG_LOAD_POLL_INTERVAL_MS
+
+cluster_app = typer.Typer(
+    help="Simulated cluster: N replicas behind a router (routing x scheduling).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ROUTER_HELP = " | ".join(ROUTER_NAMES)
+POLICY_HELP = "arm: sglang-default | sglang-mixed | sarathi | fairbatching | fairbatching-ft"
+
+
+def _command(sub: str) -> str:
+    return f"fairbatching cluster {sub} " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
+
+
+def _load_inputs(
+    trace: Path,
+    trace_format: str | None,
+    start_s: float | None,
+    duration_s: float | None,
+    profile: str,
+    slo_ttft_ms: float,
+    slo_tpot_ms: float,
+    step_overhead_ms: float,
+) -> tuple[Any, Any, Any, Any]:
+    from fairbatching_sglang.core import SloTable, SloTargets
+    from fairbatching_sglang.profiles import ProfileError, load_profile
+    from fairbatching_sglang.sim.config import SimConfig
+    from fairbatching_sglang.workload import TraceError, load_trace
+
+    try:
+        table = load_trace(trace, trace_format, start_s=start_s, duration_s=duration_s)
+        prof = load_profile(profile)
+        slo = SloTable(SloTargets(slo_ttft_ms, slo_tpot_ms))
+        sim_cfg = SimConfig(step_overhead_ms=step_overhead_ms)
+    except (TraceError, ProfileError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    return table, prof, slo, sim_cfg
+
+
+TraceOpt = Annotated[Path, typer.Option(help="Trace file (any format `fairbatching trace` reads).")]
+FormatOpt = Annotated[str | None, typer.Option("--format", help="Trace format.")]
+StartOpt = Annotated[float | None, typer.Option("--start", help="Trace window start (s).")]
+DurationOpt = Annotated[float | None, typer.Option("--duration", help="Trace window (s).")]
+ProfileOpt = Annotated[str, typer.Option(help="Cost profile name or JSON path.")]
+TtftOpt = Annotated[float, typer.Option(help="TTFT SLO (ms).")]
+TpotOpt = Annotated[float, typer.Option(help="TPOT SLO (ms).")]
+PollOpt = Annotated[
+    float,
+    typer.Option(help="Router load poll interval (ms); 0 = fresh loads at every decision."),
+]
+OverheadOpt = Annotated[float, typer.Option(help="CPU overhead per step (ms).")]
+
+
+@cluster_app.command()
+def simulate(
+    trace: TraceOpt,
+    replicas: Annotated[int, typer.Option(help="Number of replicas.")] = 4,
+    router: Annotated[str, typer.Option(help=ROUTER_HELP)] = "admission-budget",
+    policy: Annotated[str, typer.Option(help=POLICY_HELP)] = "fairbatching-ft",
+    rate_scale: Annotated[
+        float, typer.Option(help="Per-replica rate scale (the trace runs replicas x faster).")
+    ] = 1.0,
+    load_poll_ms: PollOpt = SMG_LOAD_POLL_INTERVAL_MS,
+    seed: Annotated[int, typer.Option(help="Power-of-two RNG seed.")] = 0,
+    slo_ttft_ms: TtftOpt = 1000.0,
+    slo_tpot_ms: TpotOpt = 50.0,
+    profile: ProfileOpt = "h100-llama3.1-8b",
+    out: Annotated[Path | None, typer.Option(help="Run directory.")] = None,
+    trace_format: FormatOpt = None,
+    start_s: StartOpt = None,
+    duration_s: DurationOpt = None,
+    step_overhead_ms: OverheadOpt = 0.5,
+) -> None:
+    """Simulate REPLICAS instances of POLICY behind ROUTER; records to a run directory."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from fairbatching_sglang.harness.arms import ARMS
+    from fairbatching_sglang.sim.cluster import RouterConfig, run_cluster_simulation
+
+    if policy not in ARMS:
+        raise typer.BadParameter(f"unknown policy {policy!r}; choose from {', '.join(ARMS)}")
+    try:
+        router_cfg = RouterConfig(router, load_poll_interval_ms=load_poll_ms, seed=seed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    table, prof, slo, sim_cfg = _load_inputs(
+        trace, trace_format, start_s, duration_s, profile, slo_ttft_ms, slo_tpot_ms,
+        step_overhead_ms,
+    )  # fmt: skip
+    arm = ARMS[policy]
+    out_dir = out or Path("runs") / f"cluster-{trace.stem}-n{replicas}-{router}-{policy}"
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"{replicas}x {policy} / {router}", total=table.num_requests)
+        result = run_cluster_simulation(
+            table,
+            arm.sim_policy,
+            prof,
+            num_replicas=replicas,
+            router_config=router_cfg,
+            slo_table=slo,
+            rate_scale=rate_scale,
+            sim_config=sim_cfg,
+            fairbatching_config=arm.fairbatching_config(),
+            out_dir=out_dir,
+            progress=lambda d, t: bar.update(task, completed=d, total=t),
+            command=_command("simulate"),
+        )
+    s = result.summary
+    typer.echo(
+        f"SIMULATED {replicas} x {policy} behind {router} at x{rate_scale:g} per replica: "
+        f"attainment {s.get('slo_attainment', float('nan')):.4f} (TTFT "
+        f"{s.get('ttft_attainment', float('nan')):.4f}, TPOT "
+        f"{s.get('tpot_attainment', float('nan')):.4f}); TTFT p99 "
+        f"{s.get('ttft_ms_p99', float('nan')):.0f} ms; requests per replica "
+        f"{list(result.engine.requests_per_replica)}; router-queued "
+        f"{result.engine.num_router_queued}; {result.wall_s:.1f} s; results in {out_dir}"
+    )
+
+
+@cluster_app.command()
+def capacity(
+    trace: TraceOpt,
+    out: Annotated[Path, typer.Option(help="Report directory.")],
+    replicas: Annotated[str, typer.Option(help="Comma-separated replica counts.")] = "4,8",
+    routers: Annotated[str, typer.Option(help="Comma-separated routers.")] = ",".join(ROUTER_NAMES),
+    arms: Annotated[str, typer.Option(help="Comma-separated arms.")] = (
+        "sglang-default,sglang-mixed,fairbatching-ft"
+    ),
+    fresh_routers: Annotated[
+        str, typer.Option(help="Routers also run with fresh loads (an '@fresh' row each).")
+    ] = "",
+    load_poll_ms: PollOpt = SMG_LOAD_POLL_INTERVAL_MS,
+    start_rate: Annotated[float, typer.Option(help="First per-replica rate probed.")] = 2.0,
+    rel_tol: Annotated[float, typer.Option(help="Bisection stops at hi/lo - 1 <= this.")] = 0.02,
+    max_probes: Annotated[int, typer.Option(help="Probe budget per target.")] = 14,
+    targets: Annotated[str, typer.Option(help="Attainment targets.")] = "0.9,0.99",
+    jobs: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    slo_ttft_ms: TtftOpt = 1000.0,
+    slo_tpot_ms: TpotOpt = 50.0,
+    profile: ProfileOpt = "h100-llama3.1-8b",
+    title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+    trace_format: FormatOpt = None,
+    start_s: StartOpt = None,
+    duration_s: DurationOpt = None,
+    step_overhead_ms: OverheadOpt = 0.5,
+) -> None:
+    """Capacity of every replicas x router x arm combination; report in OUT (SIMULATED)."""
+    import dataclasses
+    import json
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from fairbatching_sglang.harness.capacity import CapacityConfig
+    from fairbatching_sglang.harness.cluster_capacity import router_variants, run_cluster_capacity
+    from fairbatching_sglang.report.cluster_report import build_cluster_report
+    from fairbatching_sglang.sim.runner import profile_metadata, sim_versions, trace_metadata
+
+    def split(s: str) -> list[str]:
+        return [x.strip() for x in s.split(",") if x.strip()]
+
+    try:
+        variants = router_variants(split(routers), load_poll_ms, split(fresh_routers))
+        cap_cfg = CapacityConfig(start_rate=start_rate, rel_tol=rel_tol, max_probes=max_probes)
+        n_list = [int(x) for x in split(replicas)]
+        target_list = tuple(float(x) for x in split(targets))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    table, prof, slo, sim_cfg = _load_inputs(
+        trace, trace_format, start_s, duration_s, profile, slo_ttft_ms, slo_tpot_ms,
+        step_overhead_ms,
+    )  # fmt: skip
+    meta = {
+        "kind": "simulated-cluster-capacity",
+        "command": _command("capacity"),
+        "versions": sim_versions(),
+        "trace": trace_metadata(table),
+        "profile": profile_metadata(prof),
+        "slo": dataclasses.asdict(slo.default),
+        "load_poll_interval_ms": load_poll_ms,
+    }
+    t0 = time.perf_counter()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ) as bar:
+        task = bar.add_task("cluster capacity", total=None)
+
+        def on_progress(label: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"done: {label}")
+
+        run_cluster_capacity(
+            table,
+            prof,
+            slo,
+            sim_cfg,
+            replicas=n_list,
+            routers=variants,
+            arms=split(arms),
+            out_dir=out,
+            meta=meta,
+            targets=target_list,
+            capacity=cap_cfg,
+            num_workers=jobs,
+            on_progress=on_progress,
+        )
+    index = json.loads((out / "cluster.json").read_text())
+    index["wall_s"] = time.perf_counter() - t0
+    (out / "cluster.json").write_text(json.dumps(index, indent=2, default=str) + "\n")
+    (out / "run.json").write_text(json.dumps(index, indent=2, default=str) + "\n")
+    report = build_cluster_report(out, title)
+    typer.echo(f"{report} written in {index['wall_s']:.0f} s (SIMULATED)")

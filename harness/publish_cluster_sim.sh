@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Regenerate the SIMULATED cluster capacity reports under results/ (see results/README.md).
+# Every combination of replicas (4, 8) x router x scheduling arm, capacity at 90% and 99% SLO
+# attainment. Azure conv: its busiest 15 minutes (20-35 min; a window keeps the publish short on
+# a 2-core machine, and the peak sets the capacity anyway). Azure code: the whole trace (fewer
+# requests; its bursts are the point). Both together take ~15-20 min.
+#
+#   harness/publish_cluster_sim.sh [conv|code ...]   (default: conv code)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TRACES="${TRACES_DIR:-$ROOT/../shared/traces}"
+FB="${FAIRBATCHING:-$ROOT/.venv/bin/fairbatching}"
+COMMON=(--replicas 4,8
+        --routers round-robin,least-outstanding,power-of-two,least-load,admission-budget
+        --fresh-routers least-load,admission-budget
+        --arms sglang-default,sglang-mixed,fairbatching-ft
+        --profile h100-llama3.1-8b --slo-ttft-ms 1000 --slo-tpot-ms 50
+        --rel-tol 0.03 --max-probes 12 --targets 0.9,0.99 --jobs "${JOBS:-2}")
+
+run() {  # name trace start-rate title [window options]
+  local out="$ROOT/results/sim-cluster-$1"
+  rm -rf "$out"
+  "$FB" cluster capacity --trace "$2" --out "$out" --start-rate "$3" --title "$4" \
+    "${@:5}" "${COMMON[@]}"
+}
+
+for which in "${@:-conv code}"; do
+  for w in $which; do
+    case "$w" in
+      conv) run azure-conv "$TRACES/azure_llm_2023/AzureLLMInferenceTrace_conv.csv" 2.0 \
+              "SIMULATED cluster capacity: Azure LLM 2023 conv (20-35 min), Llama-3.1-8B on H100 cost profile" \
+              --start 1200 --duration 900 ;;
+      code) run azure-code "$TRACES/azure_llm_2023/AzureLLMInferenceTrace_code.csv" 0.5 \
+              "SIMULATED cluster capacity: Azure LLM 2023 code (whole trace), Llama-3.1-8B on H100 cost profile" ;;
+      *) echo "publish_cluster_sim: unknown trace $w" >&2; exit 64 ;;
+    esac
+  done
+done
