@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fairbatching_sglang import __version__
-from fairbatching_sglang.core import FairBatchingConfig, SloTable
+from fairbatching_sglang.core import FairBatchingConfig, HingeCostModel, SloTable
 from fairbatching_sglang.metrics import summarize
 from fairbatching_sglang.profiles import CostProfile
 from fairbatching_sglang.sim.config import SimConfig
@@ -69,6 +69,13 @@ def workload_from_table(
     )
 
 
+def planning_model(profile: CostProfile, sim_config: SimConfig) -> HingeCostModel:
+    """The cost model FairBatching plans with: the profile plus the simulated per-step overhead
+    (it plans with the step time it will see, as a deployment learns it online)."""
+    cm = profile.cost_model
+    return cm.with_overhead(cm.overhead_ms + sim_config.step_overhead_ms)
+
+
 def run_simulation(
     table: RequestTable,
     policy: str,
@@ -90,10 +97,8 @@ def run_simulation(
     """
     sim_config = sim_config or SimConfig()
     workload = workload_from_table(table, slo_table, rate_scale)
-    # FairBatching plans with the step time it will see, overhead included (a deployment learns
-    # it online); a separate policy_profile models a planner that is wrong about the hardware.
-    planning = (policy_profile or profile).cost_model
-    planning = planning.with_overhead(planning.overhead_ms + sim_config.step_overhead_ms)
+    # A separate policy_profile models a planner that is wrong about the hardware.
+    planning = planning_model(policy_profile or profile, sim_config)
     scheduler = make_scheduler(policy, planning, fairbatching_config)
     sink = ParquetSink(out_dir) if out_dir is not None else MemorySink(keep_steps=False)
     true_model = profile.cost_model

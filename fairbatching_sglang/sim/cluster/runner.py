@@ -32,7 +32,7 @@ from fairbatching_sglang.sim.records import (
     MemorySink,
     ParquetSink,
 )
-from fairbatching_sglang.sim.runner import run_metadata, workload_from_table
+from fairbatching_sglang.sim.runner import planning_model, run_metadata, workload_from_table
 from fairbatching_sglang.sim.schedulers import make_scheduler
 from fairbatching_sglang.workload import RequestTable
 
@@ -73,8 +73,7 @@ def run_cluster_simulation(
     sim_config = sim_config or SimConfig()
     total_scale = rate_scale * num_replicas
     workload = workload_from_table(table, slo_table, total_scale)
-    planning = profile.cost_model
-    planning = planning.with_overhead(planning.overhead_ms + sim_config.step_overhead_ms)
+    planning = planning_model(profile, sim_config)
     schedulers = [
         make_scheduler(policy, planning, fairbatching_config) for _ in range(num_replicas)
     ]
