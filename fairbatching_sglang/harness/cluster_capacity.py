@@ -10,6 +10,10 @@ single-instance reports. Afterwards every combination of one N also runs at a co
 Layout: <out>/cluster.json (config, command, versions), <out>/n<N>/<router>/<arm>.json (every
 probe's summary and the capacities). Combinations run in a process pool (`jobs`), each
 deterministic, so the result does not depend on the pool.
+
+Heterogeneous replicas (`replica_profiles`, one profile per replica): the mix replaces the
+replica-count list (one N = len(mix)); the rate scale stays per replica (trace compressed N*s),
+but the replicas differ in capacity. The mix is recorded in cluster.json and every job document.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class ClusterJob:
     targets: tuple[float, ...]
     capacity: CapacityConfig
     extra_rates: tuple[float, ...] = ()
+    replica_profiles: tuple[CostProfile, ...] | None = None
 
 
 def _probe(job: ClusterJob, rate: float) -> dict[str, Any]:
@@ -78,6 +83,7 @@ def _probe(job: ClusterJob, rate: float) -> dict[str, Any]:
         rate_scale=rate,
         sim_config=job.sim_config,
         fairbatching_config=arm.fairbatching_config(),
+        replica_profiles=job.replica_profiles,
     )
     return {
         **res.summary,
@@ -109,6 +115,9 @@ def run_job(job: ClusterJob, prior: dict[float, dict[str, Any]] | None = None) -
         "router": job.router.label,
         "router_config": dataclasses.asdict(job.router.config),
         "arm": job.arm,
+        "replica_profiles": (
+            [p.name for p in job.replica_profiles] if job.replica_profiles is not None else None
+        ),
         "capacity": caps,
         "probes": [{"rate_scale": r, **s} for r, s in sorted(summaries.items())],
     }
@@ -167,9 +176,18 @@ def run_cluster_capacity(
     capacity: CapacityConfig | None = None,
     num_workers: int = 1,
     on_progress: Callable[[str, int, int], None] | None = None,
+    replica_profiles: Sequence[CostProfile] | None = None,
 ) -> list[dict[str, Any]]:
     """Search every combination, then run each N's combinations at its common rate. Returns the
-    job documents (also written under out_dir, each as soon as it finishes)."""
+    job documents (also written under out_dir, each as soon as it finishes).
+
+    replica_profiles: a heterogeneous mix (one profile per replica); replaces `replicas` with
+    [len(mix)] and `profile` for pricing."""
+    mix = tuple(replica_profiles) if replica_profiles is not None else None
+    if mix is not None:
+        if not mix:
+            raise ValueError("replica_profiles: empty mix")
+        replicas = [len(mix)]
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
@@ -178,6 +196,7 @@ def run_cluster_capacity(
     index = {
         **meta,
         "replicas": list(replicas),
+        "replica_profiles": [p.name for p in mix] if mix is not None else None,
         "routers": {v.label: dataclasses.asdict(v.config) for v in routers},
         "arms": {a: dataclasses.asdict(ARMS[a]) for a in arms},
         "targets": list(targets),
@@ -186,7 +205,9 @@ def run_cluster_capacity(
     }
     (out_dir / "cluster.json").write_text(json.dumps(index, indent=2, default=str) + "\n")
     jobs = [
-        ClusterJob(table, profile, slo_table, sim_config, n, r, a, targets, capacity)
+        ClusterJob(
+            table, profile, slo_table, sim_config, n, r, a, targets, capacity, replica_profiles=mix
+        )
         for n in replicas
         for r in routers
         for a in arms

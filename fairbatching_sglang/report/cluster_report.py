@@ -55,6 +55,8 @@ def capacity_frame(index: dict[str, Any], docs: list[dict[str, Any]]) -> pd.Data
             "num_router_queued",
         ):
             row[f"common_{key}"] = at.get(key)
+        per = at.get("requests_per_replica")
+        row["common_requests_per_replica"] = "/".join(str(x) for x in per) if per else None
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -167,9 +169,38 @@ def _pivot(cap: pd.DataFrame, col: str, title: str) -> list[str]:
     return [*lines, ""]
 
 
+def _mix_lines(index: dict[str, Any]) -> list[str]:
+    """The heterogeneous-replicas paragraph (empty for one profile)."""
+    names = index.get("replica_profiles")
+    if not names:
+        return []
+    details = index.get("replica_profile_details", {})
+    lines = [
+        "**Heterogeneous replicas**: replica i prices its steps with its own cost profile and "
+        "holds its own KV capacity; FairBatching on it plans with that profile, and the "
+        "admission-budget router estimates its budget with it. The other routers see only what "
+        "they see on homogeneous replicas (counts, token loads, gen_throughput).",
+        "",
+        "| replica | profile | GPU | KV capacity (tokens) |",
+        "|---|---|---|---|",
+    ]
+    for i, n in enumerate(names):
+        d = details.get(n, {})
+        lines.append(f"| {i} | `{n}` | {d.get('gpu', '-')} | {d.get('kv_capacity_tokens', '-')} |")
+    lines += [
+        "",
+        "The rate scale keeps its definition (the trace compressed N*s times, N = "
+        f"{len(names)}), but the replicas now differ in capacity, so s is the mean load per "
+        "replica, not a load each replica can carry equally.",
+        "",
+    ]
+    return lines
+
+
 def render_markdown(index: dict[str, Any], cap: pd.DataFrame, title: str | None) -> str:
     prof = index.get("profile", {})
     trace = index.get("trace", {})
+    mix = bool(index.get("replica_profiles"))
     lines = [
         f"# {title or 'SIMULATED cluster capacity: routing x scheduling'}",
         "",
@@ -200,6 +231,7 @@ def render_markdown(index: dict[str, Any], cap: pd.DataFrame, title: str | None)
         f"{index.get('load_poll_interval_ms')} ms (smg's default worker_load_check_interval); "
         "`@fresh` rows read every replica's state at each decision (an idealised bound).",
         "",
+        *_mix_lines(index),
     ]
     if len(cap):
         lines += _pivot(cap, "cap90", "Capacity at 90% attainment (per-replica rate scale)")
@@ -226,8 +258,8 @@ def render_markdown(index: dict[str, Any], cap: pd.DataFrame, title: str | None)
             f"at {n} replicas):",
             "",
             "| router | arm | attainment | TTFT att. | TPOT att. | TTFT p50 | TTFT p99 | "
-            "TPOT p50 | TPOT p99 | router-queued |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "TPOT p50 | TPOT p99 | router-queued |" + (" requests per replica |" if mix else ""),
+            "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if mix else ""),
         ]
         for _, r in sel.iterrows():
             lines.append(
@@ -236,15 +268,20 @@ def render_markdown(index: dict[str, Any], cap: pd.DataFrame, title: str | None)
                 f"{_fmt(r.common_ttft_ms_p50, '.0f')} | {_fmt(r.common_ttft_ms_p99, '.0f')} | "
                 f"{_fmt(r.common_tpot_ms_p50, '.1f')} | {_fmt(r.common_tpot_ms_p99, '.1f')} | "
                 f"{_fmt(r.common_num_router_queued, '.0f')} |"
+                + (f" {r.common_requests_per_replica or '-'} |" if mix else "")
             )
         lines += ["", f"![attainment vs rate](plots/attainment_n{n}.png)", ""]
     versions = index.get("versions", {})
+    profiles = list(index.get("replica_profile_details", {}).values()) if mix else [prof]
     lines += [
         "## Provenance",
         "",
         f"- versions: {versions}",
-        f"- profile: `{prof.get('name')}` ({prof.get('gpu')}, {prof.get('model')}, TP "
-        f"{prof.get('tp_size')}), coefficients {prof.get('coefficients')}",
+        *(
+            f"- profile: `{p.get('name')}` ({p.get('gpu')}, {p.get('model')}, TP "
+            f"{p.get('tp_size')}), coefficients {p.get('coefficients')}"
+            for p in profiles
+        ),
         f"- capacity search: {index.get('capacity_search')}",
         "- files: `capacity.csv` (one row per combination), `probes.csv` (every probe), "
         "`n<N>/<router>/<arm>.json` (raw), `cluster.json` / `run.json` (configuration).",

@@ -1,6 +1,10 @@
 """Multi-replica simulator: N single-instance engines behind a router in one virtual time."""
 
-from fairbatching_sglang.sim.cluster.config import ROUTER_NAMES, RouterConfig
+from fairbatching_sglang.sim.cluster.config import (
+    ROUTER_NAMES,
+    RouterConfig,
+    parse_replica_profiles,
+)
 from fairbatching_sglang.sim.cluster.engine import ClusterSimulator, ClusterSummary
 from fairbatching_sglang.sim.cluster.runner import ClusterRunResult, run_cluster_simulation
 
@@ -10,5 +14,6 @@ __all__ = [
     "ClusterSimulator",
     "ClusterSummary",
     "RouterConfig",
+    "parse_replica_profiles",
     "run_cluster_simulation",
 ]

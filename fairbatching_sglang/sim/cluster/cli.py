@@ -51,6 +51,27 @@ def _load_inputs(
     return table, prof, slo, sim_cfg
 
 
+def _load_mix(spec: str | None) -> list[Any] | None:
+    """Per-replica CostProfiles from a --replica-profiles / --replica-mix spec (None: none)."""
+    if spec is None:
+        return None
+    from fairbatching_sglang.profiles import ProfileError, load_profile
+    from fairbatching_sglang.sim.cluster.config import parse_replica_profiles
+
+    try:
+        names = parse_replica_profiles(spec)
+        cache = {n: load_profile(n) for n in dict.fromkeys(names)}
+    except (ProfileError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    return [cache[n] for n in names]
+
+
+MIX_HELP = (
+    "Heterogeneous replicas: one cost profile per replica, comma-separated; KxNAME = K replicas "
+    "of NAME (e.g. 2xh100-llama3.1-8b,2xh200-llama3.1-8b)."
+)
+
 TraceOpt = Annotated[Path, typer.Option(help="Trace file (any format `fairbatching trace` reads).")]
 FormatOpt = Annotated[str | None, typer.Option("--format", help="Trace format.")]
 StartOpt = Annotated[float | None, typer.Option("--start", help="Trace window start (s).")]
@@ -84,6 +105,9 @@ def simulate(
     start_s: StartOpt = None,
     duration_s: DurationOpt = None,
     step_overhead_ms: OverheadOpt = 0.5,
+    replica_profiles: Annotated[
+        str | None, typer.Option(help=MIX_HELP + " Overrides --replicas and --profile.")
+    ] = None,
 ) -> None:
     """Simulate REPLICAS instances of POLICY behind ROUTER; records to a run directory."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -101,6 +125,9 @@ def simulate(
         trace, trace_format, start_s, duration_s, profile, slo_ttft_ms, slo_tpot_ms,
         step_overhead_ms,
     )  # fmt: skip
+    mix = _load_mix(replica_profiles)
+    if mix is not None:
+        replicas = len(mix)
     arm = ARMS[policy]
     out_dir = out or Path("runs") / f"cluster-{trace.stem}-n{replicas}-{router}-{policy}"
     with Progress(
@@ -124,10 +151,16 @@ def simulate(
             out_dir=out_dir,
             progress=lambda d, t: bar.update(task, completed=d, total=t),
             command=_command("simulate"),
+            replica_profiles=mix,
         )
     s = result.summary
+    what = (
+        f"{replicas} x {policy}"
+        if mix is None
+        else f"[{', '.join(p.name for p in mix)}] x {policy}"
+    )
     typer.echo(
-        f"SIMULATED {replicas} x {policy} behind {router} at x{rate_scale:g} per replica: "
+        f"SIMULATED {what} behind {router} at x{rate_scale:g} per replica: "
         f"attainment {s.get('slo_attainment', float('nan')):.4f} (TTFT "
         f"{s.get('ttft_attainment', float('nan')):.4f}, TPOT "
         f"{s.get('tpot_attainment', float('nan')):.4f}); TTFT p99 "
@@ -163,6 +196,10 @@ def capacity(
     start_s: StartOpt = None,
     duration_s: DurationOpt = None,
     step_overhead_ms: OverheadOpt = 0.5,
+    replica_mix: Annotated[
+        str | None,
+        typer.Option(help=MIX_HELP + " Replaces --replicas (one N = the mix) and --profile."),
+    ] = None,
 ) -> None:
     """Capacity of every replicas x router x arm combination; report in OUT (SIMULATED)."""
     import dataclasses
@@ -190,6 +227,7 @@ def capacity(
         trace, trace_format, start_s, duration_s, profile, slo_ttft_ms, slo_tpot_ms,
         step_overhead_ms,
     )  # fmt: skip
+    mix = _load_mix(replica_mix)
     meta = {
         "kind": "simulated-cluster-capacity",
         "command": _command("capacity"),
@@ -199,6 +237,13 @@ def capacity(
         "slo": dataclasses.asdict(slo.default),
         "load_poll_interval_ms": load_poll_ms,
     }
+    if mix is not None:
+        from fairbatching_sglang.sim.cluster.config import mix_label
+
+        meta["profile"] = {"name": mix_label([p.name for p in mix]), "heterogeneous": True}
+        meta["replica_profile_details"] = {
+            p.name: profile_metadata(p) for p in {p.name: p for p in mix}.values()
+        }
     t0 = time.perf_counter()
     with Progress(
         "[progress.description]{task.description}",
@@ -225,6 +270,7 @@ def capacity(
             capacity=cap_cfg,
             num_workers=jobs,
             on_progress=on_progress,
+            replica_profiles=mix,
         )
     index = json.loads((out / "cluster.json").read_text())
     index["wall_s"] = time.perf_counter() - t0

@@ -20,6 +20,7 @@ Between polls the routers correct the stale snapshot as their real counterparts 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 ROUTER_NAMES = (
@@ -60,3 +61,40 @@ class RouterConfig:
     @property
     def fresh_loads(self) -> bool:
         return self.load_poll_interval_ms == 0
+
+
+_REPEAT = re.compile(r"^(\d+)\s*[xX*]\s*(\S.*)$")
+
+
+def parse_replica_profiles(spec: str) -> list[str]:
+    """One profile name (or JSON path) per replica from a comma-separated list in which an item
+    `KxNAME` stands for K replicas of NAME: "2xh100-llama3.1-8b,2xh200-llama3.1-8b" ==
+    "h100-llama3.1-8b,h100-llama3.1-8b,h200-llama3.1-8b,h200-llama3.1-8b"."""
+    out: list[str] = []
+    for item in (x.strip() for x in spec.split(",")):
+        if not item:
+            continue
+        m = _REPEAT.match(item)
+        if m:
+            k = int(m.group(1))
+            if k < 1:
+                raise ValueError(f"replica profile {item!r}: count must be >= 1")
+            out += [m.group(2).strip()] * k
+        else:
+            out.append(item)
+    if not out:
+        raise ValueError(f"no replica profiles in {spec!r}")
+    return out
+
+
+def mix_label(names: list[str]) -> str:
+    """The compact form of a per-replica profile list: consecutive repeats as KxNAME."""
+    parts: list[str] = []
+    i = 0
+    while i < len(names):
+        j = i
+        while j < len(names) and names[j] == names[i]:
+            j += 1
+        parts.append(f"{j - i}x{names[i]}")
+        i = j
+    return ",".join(parts)

@@ -16,7 +16,7 @@ only randomness, power-of-two's draws, comes from a seeded generator).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fairbatching_sglang.core import HingeCostModel
@@ -46,27 +46,47 @@ class ClusterSummary:
     requests_per_replica: tuple[int, ...]
 
 
+def _per_replica(value: object, n: int, name: str) -> list:  # type: ignore[type-arg]
+    """One value for every replica, or a sequence of exactly n."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"{name}: {len(value)} values for {n} replicas")
+        return list(value)
+    return [value] * n
+
+
 class ClusterSimulator:
     def __init__(
         self,
         workload: SimWorkload,
         schedulers: list[SimScheduler],
-        cost_model: HingeCostModel,
+        cost_model: HingeCostModel | Sequence[HingeCostModel],
         config: SimConfig,
         sink: RecordSink,
-        kv_capacity_tokens: int,
+        kv_capacity_tokens: int | Sequence[int],
         router_config: RouterConfig,
         *,
-        planning_model: HingeCostModel | None = None,
+        planning_model: HingeCostModel | Sequence[HingeCostModel] | None = None,
         ttft_slo_ms: float = 1000.0,
         tpot_slo_ms: float = 50.0,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         """schedulers: one per replica (same policy; each keeps its own state). planning_model:
         the cost model the admission-budget estimate uses (default: cost_model). ttft/tpot:
-        the SLO the replicas' load estimates assume (the deployment's default class)."""
+        the SLO the replicas' load estimates assume (the deployment's default class).
+
+        Heterogeneous replicas: cost_model, kv_capacity_tokens and planning_model may each be one
+        value (every replica) or one per replica (replica i prices its steps with cost_model[i],
+        holds kv_capacity_tokens[i] KV tokens, and the admission-budget router estimates its
+        load with planning_model[i]; its scheduler should plan with the same model)."""
         if not schedulers:
             raise ValueError("a cluster needs at least one replica")
+        n = len(schedulers)
+        cost_models = _per_replica(cost_model, n, "cost_model")
+        kv_caps = _per_replica(kv_capacity_tokens, n, "kv_capacity_tokens")
+        planning = _per_replica(
+            planning_model if planning_model is not None else cost_model, n, "planning_model"
+        )
         self.workload = workload
         self.sink = sink
         self.router_config = router_config
@@ -74,13 +94,13 @@ class ClusterSimulator:
         self.queue = EventQueue()
         self.next_external_ms = float("inf")
         self.replicas = [
-            Replica(self, i, workload, s, cost_model, config, sink, kv_capacity_tokens)
+            Replica(self, i, workload, s, cost_models[i], config, sink, kv_caps[i])
             for i, s in enumerate(schedulers)
         ]
         self.router: Router = make_router(
             self.replicas,
             router_config,
-            cost_model=planning_model or cost_model,
+            cost_model=planning,
             ttft_slo_ms=ttft_slo_ms,
             tpot_slo_ms=tpot_slo_ms,
             max_prefill_tokens=min(config.chunked_prefill_size, config.max_prefill_tokens),

@@ -170,35 +170,44 @@ class AdmissionBudgetRouter(Router):
         self,
         replicas: Sequence[Replica],
         config: RouterConfig,
-        cost_model: HingeCostModel,
+        cost_models: Sequence[HingeCostModel],
         ttft_slo_ms: float,
         tpot_slo_ms: float,
         max_prefill_tokens: int,
     ) -> None:
+        """cost_models: one per replica (each replica's budget is estimated with its own)."""
         super().__init__(replicas, config)
-        self.cost_model = cost_model
+        n = len(self.replicas)
+        if len(cost_models) != n:
+            raise ValueError(f"{len(cost_models)} cost models for {n} replicas")
+        self.cost_models = list(cost_models)
         self.ttft_slo_ms = ttft_slo_ms
         self.tpot_slo_ms = tpot_slo_ms
         self.max_prefill_tokens = max_prefill_tokens
-        self.idle_tokens = idle_admission_tokens(
-            cost_model,
-            ttft_slo_ms=ttft_slo_ms,
-            tpot_slo_ms=tpot_slo_ms,
-            max_prefill_tokens=max_prefill_tokens,
-        )
-        n = len(self.replicas)
+        self.idle = [
+            idle_admission_tokens(
+                cm,
+                ttft_slo_ms=ttft_slo_ms,
+                tpot_slo_ms=tpot_slo_ms,
+                max_prefill_tokens=max_prefill_tokens,
+            )
+            for cm in self.cost_models
+        ]
+        # A prompt larger than an idle replica's budget needs only that much; with mixed
+        # replicas, the largest idle budget (only the roomiest replica can take it, when idle).
+        self.idle_tokens = max(self.idle)
         self.num_decodes = [0] * n  # at the last poll
         self.decode_kv = [0] * n
         self.queued = [0] * n
-        self.rate_capacity = [self.idle_tokens] * n  # C at the poll: the drain rate's C
-        self.capacity = [self.idle_tokens] * n  # C with the since-poll dispatches as decodes
+        self.rate_capacity = list(self.idle)  # C at the poll: the drain rate's C
+        self.capacity = list(self.idle)  # C with the since-poll dispatches as decodes
         self.num_dispatched = [0] * n
         self.dispatched = [0] * n
         self.poll_ms = 0.0
 
-    def _capacity(self, num_decodes: int, decode_kv: int) -> int:
+    def _capacity(self, i: int, num_decodes: int, decode_kv: int) -> int:
         return prefill_capacity_tokens(
-            self.cost_model,
+            self.cost_models[i],
             num_decodes=num_decodes,
             decode_kv_tokens=decode_kv,
             ttft_slo_ms=self.ttft_slo_ms,
@@ -212,7 +221,7 @@ class AdmissionBudgetRouter(Router):
             self.decode_kv[i] = r.decode_kv_tokens()
             self.queued[i] = r.queued_prefill_tokens()
             self.capacity[i] = self.rate_capacity[i] = self._capacity(
-                self.num_decodes[i], self.decode_kv[i]
+                i, self.num_decodes[i], self.decode_kv[i]
             )
             self.num_dispatched[i] = 0
             self.dispatched[i] = 0
@@ -243,6 +252,7 @@ class AdmissionBudgetRouter(Router):
         self.num_dispatched[index] += 1
         self.dispatched[index] += req.remaining_prefill
         self.capacity[index] = self._capacity(
+            index,
             self.num_decodes[index] + self.num_dispatched[index],
             self.decode_kv[index] + self.dispatched[index],
         )
@@ -252,11 +262,12 @@ def make_router(
     replicas: Sequence[Replica],
     config: RouterConfig,
     *,
-    cost_model: HingeCostModel,
+    cost_model: HingeCostModel | Sequence[HingeCostModel],
     ttft_slo_ms: float,
     tpot_slo_ms: float,
     max_prefill_tokens: int,
 ) -> Router:
+    """cost_model: the admission-budget estimate's model, one for all or one per replica."""
     name = config.name
     if name == "round-robin":
         return RoundRobinRouter(replicas, config)
@@ -267,7 +278,12 @@ def make_router(
     if name == "least-load":
         return LeastLoadRouter(replicas, config)
     if name == "admission-budget":
+        models = (
+            list(cost_model)
+            if isinstance(cost_model, (list, tuple))
+            else [cost_model] * len(replicas)
+        )
         return AdmissionBudgetRouter(
-            replicas, config, cost_model, ttft_slo_ms, tpot_slo_ms, max_prefill_tokens
+            replicas, config, models, ttft_slo_ms, tpot_slo_ms, max_prefill_tokens
         )
     raise ValueError(f"unknown router {name!r}")

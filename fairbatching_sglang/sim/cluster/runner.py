@@ -7,6 +7,12 @@ and cluster capacities read directly against single-instance ones (sim-azure-con
 Run directory: requests.parquet (the single-instance columns plus `replica` and
 `router_queue_ms`; `arrival_ms` is the arrival at the router, so TTFT includes router
 queueing), steps.parquet (+ `replica`), summary.json, run.json.
+
+Heterogeneous replicas (`replica_profiles`, one cost profile per replica, e.g. 2 x H100 + 2 x
+H200): each replica prices its steps with its own profile and holds its own KV capacity, its
+scheduler plans with its own profile, and the admission-budget router estimates its load with
+it. The rate scale keeps its definition (the trace compressed N*s times), but the replicas now
+differ in capacity, so s no longer means "what one instance of the profile carries at s".
 """
 
 from __future__ import annotations
@@ -14,13 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from fairbatching_sglang.core import FairBatchingConfig, SloTable
+from fairbatching_sglang.core import FairBatchingConfig, HingeCostModel, SloTable
 from fairbatching_sglang.metrics import summarize
 from fairbatching_sglang.profiles import CostProfile
 from fairbatching_sglang.sim.cluster.config import RouterConfig
@@ -32,7 +38,12 @@ from fairbatching_sglang.sim.records import (
     MemorySink,
     ParquetSink,
 )
-from fairbatching_sglang.sim.runner import planning_model, run_metadata, workload_from_table
+from fairbatching_sglang.sim.runner import (
+    planning_model,
+    profile_metadata,
+    run_metadata,
+    workload_from_table,
+)
 from fairbatching_sglang.sim.schedulers import make_scheduler
 from fairbatching_sglang.workload import RequestTable
 
@@ -65,18 +76,35 @@ def run_cluster_simulation(
     keep_records: bool = False,
     progress: Callable[[int, int], None] | None = None,
     command: str | None = None,
+    replica_profiles: Sequence[CostProfile] | None = None,
 ) -> ClusterRunResult:
     """Simulate N replicas of `policy` behind `router_config` at per-replica `rate_scale`.
-    With out_dir, records stream to Parquet there; keep_records returns them in memory."""
+    With out_dir, records stream to Parquet there; keep_records returns them in memory.
+
+    replica_profiles: one profile per replica (len == num_replicas) instead of `profile` for
+    all (heterogeneous replicas; see the module docstring)."""
     if num_replicas < 1:
         raise ValueError("num_replicas must be >= 1")
+    if replica_profiles is not None and len(replica_profiles) != num_replicas:
+        raise ValueError(
+            f"{len(replica_profiles)} replica profiles for num_replicas={num_replicas}"
+        )
     sim_config = sim_config or SimConfig()
     total_scale = rate_scale * num_replicas
     workload = workload_from_table(table, slo_table, total_scale)
-    planning = planning_model(profile, sim_config)
-    schedulers = [
-        make_scheduler(policy, planning, fairbatching_config) for _ in range(num_replicas)
-    ]
+    if replica_profiles is None:
+        planning = planning_model(profile, sim_config)
+        schedulers = [
+            make_scheduler(policy, planning, fairbatching_config) for _ in range(num_replicas)
+        ]
+        cost_models: HingeCostModel | list[HingeCostModel] = profile.cost_model
+        kv_caps: int | list[int] = profile.kv_capacity_tokens
+        plannings: HingeCostModel | list[HingeCostModel] = planning
+    else:
+        plannings = [planning_model(p, sim_config) for p in replica_profiles]
+        schedulers = [make_scheduler(policy, pm, fairbatching_config) for pm in plannings]
+        cost_models = [p.cost_model for p in replica_profiles]
+        kv_caps = [p.kv_capacity_tokens for p in replica_profiles]
     if out_dir is not None:
         sink = ParquetSink(
             out_dir, request_schema=CLUSTER_REQUEST_SCHEMA, step_schema=CLUSTER_STEP_SCHEMA
@@ -87,12 +115,12 @@ def run_cluster_simulation(
     engine = ClusterSimulator(
         workload,
         schedulers,
-        profile.cost_model,
+        cost_models,
         sim_config,
         sink,
-        profile.kv_capacity_tokens,
+        kv_caps,
         router_config,
-        planning_model=planning,
+        planning_model=plannings,
         ttft_slo_ms=slo_table.default.ttft_slo_ms,
         tpot_slo_ms=slo_table.default.tpot_slo_ms,
         progress=progress,
@@ -118,6 +146,11 @@ def run_cluster_simulation(
         )
         meta["kind"] = "simulated-cluster"
         meta["num_replicas"] = num_replicas
+        meta["replica_profiles"] = (
+            [profile_metadata(p) for p in replica_profiles]
+            if replica_profiles is not None
+            else None
+        )
         meta["rate_scale_total"] = total_scale
         meta["router"] = dataclasses.asdict(router_config)
         meta["engine"] = dataclasses.asdict(engine)
