@@ -13,32 +13,18 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TRACES="${TRACES_DIR:-$ROOT/../shared/traces}"
 FB="${FAIRBATCHING:-$ROOT/.venv/bin/fairbatching}"
-COMMON=(--replicas 4,8
-        --routers round-robin,least-outstanding,power-of-two,least-load,admission-budget
-        --fresh-routers least-load,admission-budget
-        --arms sglang-default,sglang-mixed,fairbatching-ft
-        --profile h100-llama3.1-8b --slo-ttft-ms 1000 --slo-tpot-ms 50
+ROUTING=(--routers round-robin,least-outstanding,power-of-two,least-load,admission-budget
+         --fresh-routers least-load,admission-budget
+         --arms sglang-default,sglang-mixed,fairbatching-ft)
+SEARCH=(--slo-ttft-ms 1000 --slo-tpot-ms 50
         --rel-tol 0.03 --max-probes 12 --targets 0.9,0.99 --jobs "${JOBS:-2}")
+COMMON=(--replicas 4,8 "${ROUTING[@]}" --profile h100-llama3.1-8b "${SEARCH[@]}")
+HETERO=(--replica-mix 2xh100-llama3.1-8b,2xh200-llama3.1-8b "${ROUTING[@]}" "${SEARCH[@]}")
 
-HETERO=(--replica-mix 2xh100-llama3.1-8b,2xh200-llama3.1-8b
-        --routers round-robin,least-outstanding,power-of-two,least-load,admission-budget
-        --fresh-routers least-load,admission-budget
-        --arms sglang-default,sglang-mixed,fairbatching-ft
-        --slo-ttft-ms 1000 --slo-tpot-ms 50
-        --rel-tol 0.03 --max-probes 12 --targets 0.9,0.99 --jobs "${JOBS:-2}")
-
-run() {  # name trace start-rate title [window options]
+run() {  # name trace start-rate title [window and search options]
   local out="$ROOT/results/sim-cluster-$1"
   rm -rf "$out"
-  "$FB" cluster capacity --trace "$2" --out "$out" --start-rate "$3" --title "$4" \
-    "${@:5}" "${COMMON[@]}"
-}
-
-run_hetero() {  # name trace start-rate title [window options]
-  local out="$ROOT/results/sim-cluster-$1"
-  rm -rf "$out"
-  "$FB" cluster capacity --trace "$2" --out "$out" --start-rate "$3" --title "$4" \
-    "${@:5}" "${HETERO[@]}"
+  "$FB" cluster capacity --trace "$2" --out "$out" --start-rate "$3" --title "$4" "${@:5}"
 }
 
 for which in "${@:-conv code}"; do
@@ -46,21 +32,20 @@ for which in "${@:-conv code}"; do
     case "$w" in
       conv) run azure-conv "$TRACES/azure_llm_2023/AzureLLMInferenceTrace_conv.csv" 2.0 \
               "SIMULATED cluster capacity: Azure LLM 2023 conv (20-35 min), Llama-3.1-8B on H100 cost profile" \
-              --start 1200 --duration 900 ;;
+              --start 1200 --duration 900 "${COMMON[@]}" ;;
       code) run azure-code "$TRACES/azure_llm_2023/AzureLLMInferenceTrace_code.csv" 0.5 \
-              "SIMULATED cluster capacity: Azure LLM 2023 code (whole trace), Llama-3.1-8B on H100 cost profile" ;;
-      hetero) run_hetero hetero-azure-conv "$TRACES/azure_llm_2023/AzureLLMInferenceTrace_conv.csv" 2.0 \
+              "SIMULATED cluster capacity: Azure LLM 2023 code (whole trace), Llama-3.1-8B on H100 cost profile" \
+              "${COMMON[@]}" ;;
+      hetero) run hetero-azure-conv "$TRACES/azure_llm_2023/AzureLLMInferenceTrace_conv.csv" 2.0 \
               "SIMULATED cluster capacity, heterogeneous replicas (2x H100 + 2x H200, Llama-3.1-8B): Azure LLM 2023 conv (20-35 min)" \
-              --start 1200 --duration 900
+              --start 1200 --duration 900 "${HETERO[@]}"
             out="$ROOT/results/sim-cluster-h200-azure-conv"
             rm -rf "$out"
             "$FB" cluster capacity --trace "$TRACES/azure_llm_2023/AzureLLMInferenceTrace_conv.csv" \
               --out "$out" --start-rate 2.0 --start 1200 --duration 900 \
               --title "SIMULATED cluster capacity (reference for hetero): 4x H200, Llama-3.1-8B, Azure LLM 2023 conv (20-35 min)" \
               --replicas 4 --routers round-robin,least-outstanding,admission-budget \
-              --arms sglang-mixed,fairbatching-ft --profile h200-llama3.1-8b \
-              --slo-ttft-ms 1000 --slo-tpot-ms 50 --rel-tol 0.03 --max-probes 12 \
-              --targets 0.9,0.99 --jobs "${JOBS:-2}" ;;
+              --arms sglang-mixed,fairbatching-ft --profile h200-llama3.1-8b "${SEARCH[@]}" ;;
       *) echo "publish_cluster_sim: unknown trace $w" >&2; exit 64 ;;
     esac
   done

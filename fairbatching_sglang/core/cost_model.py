@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class StepShape:
@@ -132,6 +134,22 @@ class HingeCostModel:
             + self.c4_ms_per_attn_unit * prefill_attn_work
             + (self.c5_ms_per_token_below_knee * below_knee if below_knee > 0 else 0.0)
             + (self.c7_ms_per_token_above_knee2 * above_knee2 if above_knee2 > 0 else 0.0)
+            + (self.c6_ms_if_prefill if prefill_attn_work > 0 else 0.0)
+        )
+
+    def predict_raw_ms_array(
+        self, num_tokens: np.ndarray, decode_kv_tokens: np.ndarray, prefill_attn_work: float
+    ) -> np.ndarray:
+        """predict_raw_ms for many steps of num_tokens >= 1 sharing one Q: the same terms in the
+        same order, so each element equals the scalar price exactly (the policy's decode cut)."""
+        return (
+            self.c0_ms
+            + self.overhead_ms
+            + self.c1_ms_per_token * num_tokens
+            + self.c3_ms_per_kv_token * decode_kv_tokens
+            + self.c4_ms_per_attn_unit * prefill_attn_work
+            + self.c5_ms_per_token_below_knee * np.maximum(0, self.knee_tokens - num_tokens)
+            + self.c7_ms_per_token_above_knee2 * np.maximum(0, num_tokens - self.knee2_tokens)
             + (self.c6_ms_if_prefill if prefill_attn_work > 0 else 0.0)
         )
 

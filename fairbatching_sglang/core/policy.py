@@ -180,16 +180,7 @@ class FairBatchingPolicy:
             else:
                 cum_tokens = num_tokens + np.arange(1, len(ahead_sorted) + 1)
                 cum_kv = decode_kv + np.cumsum(dec.kv_tokens[ahead_sorted])
-                step_ms = (
-                    cm.c0_ms
-                    + cm.overhead_ms
-                    + cm.c1_ms_per_token * cum_tokens
-                    + cm.c3_ms_per_kv_token * cum_kv
-                    + cm.c4_ms_per_attn_unit * attn_work
-                    + cm.c5_ms_per_token_below_knee * np.maximum(0, cm.knee_tokens - cum_tokens)
-                    + cm.c7_ms_per_token_above_knee2 * np.maximum(0, cum_tokens - cm.knee2_tokens)
-                    + (cm.c6_ms_if_prefill if attn_work > 0 else 0.0)
-                )
+                step_ms = cm.predict_raw_ms_array(cum_tokens, cum_kv, attn_work)
                 # Step time rises with every decode added (c1 >= c5), so the prefix is a cut.
                 num_take = min(int(np.searchsorted(step_ms, budget, side="right")), room)
             num_take = max(num_take, 0)

@@ -130,11 +130,7 @@ def _job_path(out_dir: Path, doc: dict[str, Any]) -> Path:
 def _write(out_dir: Path, doc: dict[str, Any]) -> None:
     path = _job_path(out_dir, doc)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, default=_nan_none) + "\n")
-
-
-def _nan_none(o: Any) -> Any:
-    return None if isinstance(o, float) and math.isnan(o) else str(o)
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
 
 
 def _run_pool(

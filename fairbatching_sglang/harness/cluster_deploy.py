@@ -42,10 +42,10 @@ import typer
 from fairbatching_sglang import __version__
 from fairbatching_sglang.harness.arms import ARMS, Arm, resolve_arms
 from fairbatching_sglang.harness.server import (
+    ManagedProcess,
     ServerProcess,
     ServerSpec,
     ServerStartError,
-    stop_process_group,
 )
 
 SMG_POLICIES = {
@@ -195,37 +195,8 @@ def describe(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-class RouterProcess:
-    """The router subprocess (own process group), its log in a file."""
-
-    def __init__(self, argv: list[str], log_path: Path) -> None:
-        self.argv = argv
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            try:
-                self.proc = subprocess.Popen(
-                    self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                )
-            except OSError as exc:
-                raise ServerStartError(f"cannot run {self.argv[0]}: {exc}") from exc
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def stop(self, grace_s: float = 15.0) -> int | None:
-        return stop_process_group(self.proc, grace_s)
-
-
 def wait_router_ready(
-    url: str, router: str, num_replicas: int, proc: RouterProcess, timeout_s: float
+    url: str, router: str, num_replicas: int, proc: ManagedProcess, timeout_s: float
 ) -> float:
     """Seconds until the router answers /health and sees every replica (smg: /get_loads lists
     them all, i.e. it has registered and polled each; ours: /stats says all are healthy)."""
@@ -286,14 +257,14 @@ def run_cluster(
         dispatch_lag_summary,
         replay_async,
     )
-    from fairbatching_sglang.harness.gpu_backend import gpu_name, warmup
+    from fairbatching_sglang.harness.gpu_backend import gpu_name, measured_trace_metadata, warmup
     from fairbatching_sglang.harness.loads import sample_loads
     from fairbatching_sglang.harness.records import write_measured_records
     from fairbatching_sglang.metrics import summarize
 
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = make_plan(cfg, run_dir)
-    router = RouterProcess(plan.router_argv, run_dir / "router.log")
+    router = ManagedProcess(plan.router_argv, run_dir / "router.log")  # own process group
     meta: dict[str, Any] = {
         "kind": "measured-cluster",
         "command": command,
@@ -301,12 +272,7 @@ def run_cluster(
         "versions": _versions(cfg),
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "rate_scale": rate,
-        "trace": {
-            "source": str(table.source),
-            "num_requests": table.num_requests,
-            "span_s": table.span_s,
-            "transformations": list(table.transformations),
-        },
+        "trace": measured_trace_metadata(table),
         "replicas": [
             {"url": r.spec.base_url, "argv": r.argv, "env": r.spec.env} for r in plan.replicas
         ],

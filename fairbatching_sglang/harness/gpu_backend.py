@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -172,18 +173,23 @@ class GpuArmSession:
             "arm": self.arm.name,
             "rate_scale": rate,
             "profile": b.cfg.profile,
-            "trace": {
-                "source": str(b.table.source),
-                "num_requests": b.table.num_requests,
-                "span_s": b.table.span_s,
-                "transformations": list(b.table.transformations),
-            },
+            "trace": measured_trace_metadata(b.table),
             "slo": {
                 "ttft_slo_ms": b.slo_table.default.ttft_slo_ms,
                 "tpot_slo_ms": b.slo_table.default.tpot_slo_ms,
             },
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+
+
+def measured_trace_metadata(table: RequestTable) -> dict[str, Any]:
+    """run.json's "trace" entry of a measured run (single server or cluster)."""
+    return {
+        "source": str(table.source),
+        "num_requests": table.num_requests,
+        "span_s": table.span_s,
+        "transformations": list(table.transformations),
+    }
 
 
 def sglang_version(python: str) -> str | None:

@@ -1,7 +1,8 @@
 """One SGLang server process: start, wait for /health, stop, with its log in a file.
 
 The server runs in its own process group so that stop() also ends the scheduler/detokenizer
-children SGLang spawns (a leftover scheduler would hold the GPU for the next arm).
+children SGLang spawns (a leftover scheduler would hold the GPU for the next arm). The cluster
+runs its router the same way (ManagedProcess).
 """
 
 from __future__ import annotations
@@ -14,20 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-
-
-def stop_process_group(proc: subprocess.Popen[bytes] | None, grace_s: float) -> int | None:
-    """SIGTERM the process group (the server's workers too), SIGKILL after grace_s; exit code."""
-    if proc is None or proc.poll() is not None:
-        return None if proc is None else proc.returncode
-    pgid = os.getpgid(proc.pid)
-    os.killpg(pgid, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(pgid, signal.SIGKILL)
-        proc.wait(10)
-    return proc.returncode
 
 
 class ServerStartError(RuntimeError):
@@ -49,23 +36,13 @@ class ServerSpec:
         return f"http://{self.host}:{self.port}"
 
 
-class ServerProcess:
-    def __init__(self, spec: ServerSpec, flags: list[str], log_path: Path) -> None:
-        self.spec = spec
-        self.argv = [
-            spec.python,
-            "-m",
-            "sglang.launch_server",
-            "--model-path",
-            spec.model_path,
-            "--host",
-            spec.host,
-            "--port",
-            str(spec.port),
-            *spec.extra_args,
-            *flags,
-        ]
+class ManagedProcess:
+    """A subprocess in its own process group (env: added to ours), its output in a log file."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.argv = argv
         self.log_path = log_path
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -76,7 +53,7 @@ class ServerProcess:
                 self.argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **self.spec.env},
+                env={**os.environ, **self.env},
                 start_new_session=True,
             )
         except OSError as exc:
@@ -90,6 +67,39 @@ class ServerProcess:
     @property
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
+
+    def stop(self, grace_s: float = 30.0) -> int | None:
+        """SIGTERM the process group (a server's workers too), SIGKILL after grace_s; exit code."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return self.returncode
+        pgid = os.getpgid(proc.pid)
+        os.killpg(pgid, signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+            proc.wait(10)
+        return proc.returncode
+
+
+class ServerProcess(ManagedProcess):
+    def __init__(self, spec: ServerSpec, flags: list[str], log_path: Path) -> None:
+        self.spec = spec
+        argv = [
+            spec.python,
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            spec.model_path,
+            "--host",
+            spec.host,
+            "--port",
+            str(spec.port),
+            *spec.extra_args,
+            *flags,
+        ]
+        super().__init__(argv, log_path, spec.env)
 
     def wait_healthy(self) -> float:
         """Seconds until /health answered 200; raises ServerStartError on exit or timeout."""
@@ -107,6 +117,3 @@ class ServerProcess:
                 pass
             time.sleep(1.0)
         raise ServerStartError(f"no healthy /health within {self.spec.health_timeout_s:g} s")
-
-    def stop(self, grace_s: float = 30.0) -> int | None:
-        return stop_process_group(self.proc, grace_s)

@@ -265,8 +265,9 @@ def fit_hinge(
     fixed = np.column_stack(fixed_cols) * weight[:, None]
     ff, fy = fixed.T @ fixed, fixed.T @ y
     yy = float(y @ y)
-    hinge = {float(k): np.maximum(n, k) * weight for k in coarse}
-    hinge2 = {float(k): np.maximum(0.0, n - k) * weight for k in coarse2}
+    # Each knee's weighted column, made on first use: max(n, K) for the first, max(0, n - K2).
+    hinge: dict[float, np.ndarray] = {}
+    hinge2: dict[float, np.ndarray] = {}
 
     def column(cache: dict[float, np.ndarray], knee: float, upper: bool) -> np.ndarray:
         if knee not in cache:

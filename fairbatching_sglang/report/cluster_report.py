@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from fairbatching_sglang.report.tables import _ratio
+
 BASELINES = (("round-robin", "sglang-mixed"), ("least-outstanding", "sglang-mixed"))
 
 
@@ -64,7 +66,7 @@ def capacity_frame(index: dict[str, Any], docs: list[dict[str, Any]]) -> pd.Data
     for router, arm in BASELINES:
         base = df[(df.router == router) & (df.arm == arm)].set_index("replicas")["cap90"]
         col = f"ratio_vs_{'rr' if router == 'round-robin' else 'lo'}_mixed"
-        df[col] = [_div(c, base.get(n)) for c, n in zip(df["cap90"], df["replicas"], strict=True)]
+        df[col] = [_ratio(c, base.get(n)) for c, n in zip(df["cap90"], df["replicas"], strict=True)]
     return df.sort_values(["replicas", "router", "arm"]).reset_index(drop=True)
 
 
@@ -92,12 +94,6 @@ def probes_frame(docs: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _mul(a: Any, b: float) -> float | None:
     return None if a is None else float(a) * b
-
-
-def _div(a: Any, b: Any) -> float | None:
-    if a is None or b is None or (isinstance(b, float) and math.isnan(b)) or b == 0:
-        return None
-    return float(a) / float(b)
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:

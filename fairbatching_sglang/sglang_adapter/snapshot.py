@@ -169,16 +169,16 @@ def output_lens(reqs: list[Any]) -> np.ndarray:
 
 
 def build_snapshot(
-    inp: SnapshotInputs, default_slo: SloTargets, cache: SnapshotCache | None = None
+    inp: SnapshotInputs, default_slo: SloTargets, cache: SnapshotCache
 ) -> SchedulerSnapshot:
     """Columns gathered from the per-request pool; kv_free_tokens loses the KV the running
     requests will still grow into (what the PrefillAdder reserves for them).
 
     The arrays are built here, so the core rows are made without re-validating them
     (`DecodeRows.trusted`); tests compare the result with the validating constructors.
+    `cache` is the hook's: the requests' states hold slots in its pool, so a fresh pool would
+    read other rows (or bind new states to a pool nothing else reads).
     """
-    if cache is None:
-        cache = SnapshotCache()
     pool = cache.pool
     now = inp.now_ms
     ratio = inp.new_token_ratio

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -86,6 +87,24 @@ def test_price_increases_with_every_token(
     assert cm.predict_ms(base.with_chunk(1, k + p)) >= cm.predict_ms(base)
     assert cm.predict_ms(StepShape(p, b + 1, s + 1, base.prefill_attn_work)) >= cm.predict_ms(base)
     assert cm.predict_ms(StepShape(p + 1, b, s, base.prefill_attn_work)) >= cm.predict_ms(base)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cm=any_cost_models,
+    n0=st.integers(0, 9000),
+    kv=st.lists(st.integers(1, 32_000), min_size=1, max_size=64),
+    q=st.one_of(st.just(0.0), st.floats(0.5, 1e8)),
+)
+def test_array_price_is_the_scalar_price(
+    cm: HingeCostModel, n0: int, kv: list[int], q: float
+) -> None:
+    # The policy's decode cut prices a run of growing steps at once: it must agree exactly.
+    tokens = n0 + np.arange(1, len(kv) + 1)
+    kv_sums = np.cumsum(kv)
+    got = cm.predict_raw_ms_array(tokens, kv_sums, q)
+    want = [cm.predict_raw_ms(int(n), float(s), q) for n, s in zip(tokens, kv_sums, strict=True)]
+    assert got.tolist() == want
 
 
 @settings(max_examples=1000, deadline=None)

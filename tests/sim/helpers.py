@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from fairbatching_sglang.core import FairBatchingConfig, HingeCostModel
@@ -11,6 +12,14 @@ from fairbatching_sglang.sim.schedulers import make_scheduler
 from fairbatching_sglang.sim.workload_arrays import SimWorkload
 
 CM: HingeCostModel = load_profile().cost_model
+
+
+def random_workload(seed: int, n: int = 300, rate_per_s: float = 20.0) -> SimWorkload:
+    rng = np.random.default_rng(seed)
+    arrivals = np.cumsum(rng.exponential(1000.0 / rate_per_s, n))
+    inputs = rng.integers(1, 3000, n)
+    outputs = rng.integers(1, 300, n)
+    return SimWorkload.uniform_slo(arrivals, inputs, outputs, 1000.0, 50.0)
 
 
 def simulate(

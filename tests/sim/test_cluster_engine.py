@@ -8,8 +8,8 @@ import pytest
 
 from fairbatching_sglang.sim.cluster import ROUTER_NAMES, RouterConfig
 from fairbatching_sglang.sim.schedulers import POLICY_NAMES
-from tests.sim.cluster_helpers import random_workload, simulate_cluster
-from tests.sim.helpers import simulate
+from tests.sim.cluster_helpers import simulate_cluster
+from tests.sim.helpers import random_workload, simulate
 
 SINGLE_COLUMNS = [
     "rid",

@@ -29,8 +29,8 @@ from fairbatching_sglang.sim.records import MemorySink
 from fairbatching_sglang.sim.schedulers import make_scheduler
 from fairbatching_sglang.sim.workload_arrays import SimWorkload
 from fairbatching_sglang.workload import generate, get_preset
-from tests.sim.cluster_helpers import random_workload, simulate_cluster
-from tests.sim.helpers import CM
+from tests.sim.cluster_helpers import simulate_cluster
+from tests.sim.helpers import CM, random_workload
 
 
 def _slower(cm: HingeCostModel, k: float) -> HingeCostModel:
@@ -220,7 +220,7 @@ def test_cli_simulate_and_capacity_with_a_mix(tmp_path: Path) -> None:
 
 
 def test_mismatched_per_replica_lengths_raise() -> None:
-    wl = random_workload(9, n=10)
+    wl = random_workload(9, n=10, rate_per_s=40.0)
     with pytest.raises(ValueError):
         ClusterSimulator(
             wl,

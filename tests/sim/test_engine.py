@@ -8,15 +8,7 @@ import pytest
 
 from fairbatching_sglang.sim.schedulers import POLICY_NAMES
 from fairbatching_sglang.sim.workload_arrays import SimWorkload
-from tests.sim.helpers import simulate
-
-
-def _random_workload(seed: int, n: int = 300, rate_per_s: float = 20.0) -> SimWorkload:
-    rng = np.random.default_rng(seed)
-    arrivals = np.cumsum(rng.exponential(1000.0 / rate_per_s, n))
-    inputs = rng.integers(1, 3000, n)
-    outputs = rng.integers(1, 300, n)
-    return SimWorkload.uniform_slo(arrivals, inputs, outputs, 1000.0, 50.0)
+from tests.sim.helpers import random_workload, simulate
 
 
 def _check_conservation(wl: SimWorkload, reqs: pd.DataFrame) -> None:
@@ -32,7 +24,7 @@ def _check_conservation(wl: SimWorkload, reqs: pd.DataFrame) -> None:
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)
 def test_every_request_finishes_once_with_its_tokens(policy: str) -> None:
-    wl = _random_workload(1)
+    wl = random_workload(1)
     summary, reqs, _ = simulate(wl, policy)
     assert summary.num_finished == wl.num_requests
     _check_conservation(wl, reqs)
@@ -40,7 +32,7 @@ def test_every_request_finishes_once_with_its_tokens(policy: str) -> None:
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)
 def test_runs_are_deterministic(policy: str) -> None:
-    wl = _random_workload(2)
+    wl = random_workload(2)
     _, a, _ = simulate(wl, policy)
     _, b, _ = simulate(wl, policy)
     pd.testing.assert_frame_equal(a, b)
@@ -48,7 +40,7 @@ def test_runs_are_deterministic(policy: str) -> None:
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)
 def test_fast_forward_equals_stepping_one_at_a_time(policy: str) -> None:
-    wl = _random_workload(3, n=120, rate_per_s=5.0)
+    wl = random_workload(3, n=120, rate_per_s=5.0)
     fast, a, _ = simulate(wl, policy, fast_forward=True)
     slow, b, _ = simulate(wl, policy, fast_forward=False)
     assert fast.num_steps == slow.num_steps
@@ -60,7 +52,7 @@ def test_fast_forward_equals_stepping_one_at_a_time(policy: str) -> None:
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)
 def test_kv_squeeze_retracts_and_still_delivers_every_token(policy: str) -> None:
-    wl = _random_workload(4, n=150, rate_per_s=200.0)
+    wl = random_workload(4, n=150, rate_per_s=200.0)
     summary, reqs, steps = simulate(wl, policy, kv_capacity_tokens=12_000)
     assert summary.num_retractions > 0
     assert summary.num_finished == wl.num_requests

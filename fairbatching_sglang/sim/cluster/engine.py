@@ -100,7 +100,7 @@ class ClusterSimulator:
         self.router: Router = make_router(
             self.replicas,
             router_config,
-            cost_model=planning,
+            cost_models=planning,
             ttft_slo_ms=ttft_slo_ms,
             tpot_slo_ms=tpot_slo_ms,
             max_prefill_tokens=min(config.chunked_prefill_size, config.max_prefill_tokens),
@@ -157,11 +157,8 @@ class ClusterSimulator:
                 if self._num_done >= n:
                     continue  # a poll left over after the last request: nothing to observe
                 self.router.poll(now)
-                if self._num_done < n:
-                    self._next_poll_ms = now + self.router_config.load_poll_interval_ms
-                    q.push(self._next_poll_ms, EventKind.POLL)
-                else:
-                    self._next_poll_ms = float("inf")
+                self._next_poll_ms = now + self.router_config.load_poll_interval_ms
+                q.push(self._next_poll_ms, EventKind.POLL)
                 self._update_horizon()
                 if self._router_queue:
                     self._drain(now)

@@ -106,8 +106,7 @@ class Replica(Simulator):
 
     def on_schedule(self, now: float) -> None:
         self._wake_pending = False
-        if not self._busy:
-            self._busy = self._start_step(now)
+        self.start_if_idle(now)
 
     def finish_step(self, payload: Any, now: float) -> None:
         self._finish_step(payload, now)

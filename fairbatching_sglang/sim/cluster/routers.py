@@ -262,12 +262,12 @@ def make_router(
     replicas: Sequence[Replica],
     config: RouterConfig,
     *,
-    cost_model: HingeCostModel | Sequence[HingeCostModel],
+    cost_models: Sequence[HingeCostModel],
     ttft_slo_ms: float,
     tpot_slo_ms: float,
     max_prefill_tokens: int,
 ) -> Router:
-    """cost_model: the admission-budget estimate's model, one for all or one per replica."""
+    """cost_models: the admission-budget estimate's model, one per replica."""
     name = config.name
     if name == "round-robin":
         return RoundRobinRouter(replicas, config)
@@ -278,12 +278,7 @@ def make_router(
     if name == "least-load":
         return LeastLoadRouter(replicas, config)
     if name == "admission-budget":
-        models = (
-            list(cost_model)
-            if isinstance(cost_model, (list, tuple))
-            else [cost_model] * len(replicas)
-        )
         return AdmissionBudgetRouter(
-            replicas, config, models, ttft_slo_ms, tpot_slo_ms, max_prefill_tokens
+            replicas, config, cost_models, ttft_slo_ms, tpot_slo_ms, max_prefill_tokens
         )
     raise ValueError(f"unknown router {name!r}")

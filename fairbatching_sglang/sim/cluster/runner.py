@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairbatching_sglang.core import FairBatchingConfig, HingeCostModel, SloTable
+from fairbatching_sglang.core import FairBatchingConfig, SloTable
 from fairbatching_sglang.metrics import summarize
 from fairbatching_sglang.profiles import CostProfile
 from fairbatching_sglang.sim.cluster.config import RouterConfig
@@ -92,19 +92,9 @@ def run_cluster_simulation(
     sim_config = sim_config or SimConfig()
     total_scale = rate_scale * num_replicas
     workload = workload_from_table(table, slo_table, total_scale)
-    if replica_profiles is None:
-        planning = planning_model(profile, sim_config)
-        schedulers = [
-            make_scheduler(policy, planning, fairbatching_config) for _ in range(num_replicas)
-        ]
-        cost_models: HingeCostModel | list[HingeCostModel] = profile.cost_model
-        kv_caps: int | list[int] = profile.kv_capacity_tokens
-        plannings: HingeCostModel | list[HingeCostModel] = planning
-    else:
-        plannings = [planning_model(p, sim_config) for p in replica_profiles]
-        schedulers = [make_scheduler(policy, pm, fairbatching_config) for pm in plannings]
-        cost_models = [p.cost_model for p in replica_profiles]
-        kv_caps = [p.kv_capacity_tokens for p in replica_profiles]
+    profiles = list(replica_profiles or [profile] * num_replicas)
+    plannings = [planning_model(p, sim_config) for p in profiles]
+    schedulers = [make_scheduler(policy, pm, fairbatching_config) for pm in plannings]
     if out_dir is not None:
         sink = ParquetSink(
             out_dir, request_schema=CLUSTER_REQUEST_SCHEMA, step_schema=CLUSTER_STEP_SCHEMA
@@ -115,10 +105,10 @@ def run_cluster_simulation(
     engine = ClusterSimulator(
         workload,
         schedulers,
-        cost_models,
+        [p.cost_model for p in profiles],
         sim_config,
         sink,
-        kv_caps,
+        [p.kv_capacity_tokens for p in profiles],
         router_config,
         planning_model=plannings,
         ttft_slo_ms=slo_table.default.ttft_slo_ms,
