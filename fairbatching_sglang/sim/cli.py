@@ -5,11 +5,27 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
 POLICY_HELP = "sglang-default | sglang-mixed | sarathi | fairbatching"
+
+
+def count_progress(*, transient: bool = True) -> Progress:
+    """The simulator commands' progress bar: description, bar, done/total, elapsed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=transient,
+    )
 
 
 def simulate(
@@ -46,7 +62,6 @@ def simulate(
     ),
 ) -> None:
     """Simulate POLICY on TRACE and write records, step trace and summary to a run directory."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from fairbatching_sglang.core import FairBatchingConfig, SloTable, SloTargets
     from fairbatching_sglang.profiles import ProfileError, load_profile
@@ -81,13 +96,7 @@ def simulate(
         raise typer.Exit(2) from exc
     out_dir = out or Path("runs") / f"sim-{trace.stem}-{policy}-x{rate_scale:g}"
     command = "fairbatching simulate " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [])
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-    ) as bar:
+    with count_progress() as bar:
         task = bar.add_task(f"{policy} x{rate_scale:g}", total=table.num_requests)
 
         def on_progress(done: int, total: int) -> None:

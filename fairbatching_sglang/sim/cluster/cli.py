@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from fairbatching_sglang.sim.cli import count_progress
 from fairbatching_sglang.sim.cluster.config import ROUTER_NAMES, SMG_LOAD_POLL_INTERVAL_MS
 
 cluster_app = typer.Typer(
@@ -110,7 +111,6 @@ def simulate(
     ] = None,
 ) -> None:
     """Simulate REPLICAS instances of POLICY behind ROUTER; records to a run directory."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from fairbatching_sglang.harness.arms import ARMS
     from fairbatching_sglang.sim.cluster import RouterConfig, run_cluster_simulation
@@ -130,13 +130,7 @@ def simulate(
         replicas = len(mix)
     arm = ARMS[policy]
     out_dir = out or Path("runs") / f"cluster-{trace.stem}-n{replicas}-{router}-{policy}"
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-    ) as bar:
+    with count_progress() as bar:
         task = bar.add_task(f"{replicas}x {policy} / {router}", total=table.num_requests)
         result = run_cluster_simulation(
             table,
@@ -206,8 +200,6 @@ def capacity(
     import json
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from fairbatching_sglang.harness.capacity import CapacityConfig
     from fairbatching_sglang.harness.cluster_capacity import router_variants, run_cluster_capacity
     from fairbatching_sglang.report.cluster_report import build_cluster_report
@@ -245,12 +237,7 @@ def capacity(
             p.name: profile_metadata(p) for p in {p.name: p for p in mix}.values()
         }
     t0 = time.perf_counter()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    ) as bar:
+    with count_progress(transient=False) as bar:
         task = bar.add_task("cluster capacity", total=None)
 
         def on_progress(label: str, done: int, total: int) -> None:
