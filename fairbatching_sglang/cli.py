@@ -48,3 +48,9 @@ app.add_typer(router_app, name="router", help="Cluster router: admission-budget 
 from fairbatching_sglang.sim.cluster.cli import cluster_app  # noqa: E402
 
 app.add_typer(cluster_app, name="cluster", help="Simulated cluster: routing x scheduling.")
+
+from fairbatching_sglang.emulator.cli import emulate_app  # noqa: E402
+
+app.add_typer(
+    emulate_app, name="emulate", help="The real SGLang server on CPU with an emulated device."
+)

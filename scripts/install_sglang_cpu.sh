@@ -10,9 +10,12 @@
 #   3. the packages sglang's scheduler/server imports need, pinned to versions verified together
 #      with the project's own dependencies (numpy, pandas, pyarrow, matplotlib, typer, rich,
 #      httpx, hypothesis, pytest);
+#   3b. the packages the HTTP server and its tokenizer manager import (the emulated server runs
+#      the whole process tree on CPU: DESIGN.md section 6), also --no-deps;
 #   4. the torchvision stub from scripts/cpu_stubs (PyPI's torchvision fails beside CPU torch);
 #   5. scripts/apply_patches.sh on that venv.
-# Serving a model on CPU is still impossible (no CPU sgl-kernel): this is for tests only.
+# Serving a model on CPU is still impossible (no CPU sgl-kernel); the server runs here only with
+# the emulated device (fairbatching_sglang/emulator, `fairbatching emulate serve`).
 set -euo pipefail
 
 VENV="${1:?usage: $0 VENV_DIR}"
@@ -30,6 +33,15 @@ IMPORT_DEPS=(
   "pydantic==2.14.4" "python-dateutil==2.9.0.post0" "pyzmq==27.3.0" "requests==2.34.2"
   "sentencepiece==0.2.1" "setproctitle==1.3.8" "starlette==1.10.0" "tokenizers==0.23.2"
   "tqdm==4.70.1" "transformers==5.19.0" "triton==3.9.0" "uvicorn==0.54.0"
+)
+
+# The server's own imports (uvloop, multipart forms, jsonschema for tool calls, xgrammar for the
+# grammar backend it builds at start-up, soundfile+cffi for transformers.AutoProcessor): --no-deps
+# so none of them can pull a CUDA torch.
+SERVER_DEPS=(
+  "attrs==26.1.0" "cffi==2.1.1" "jsonschema==4.26.0" "jsonschema-specifications==2025.9.1"
+  "pycparser==3.12" "python-multipart==0.0.34" "referencing==0.37.0" "rpds-py==2026.9.1"
+  "soundfile==0.14.0" "uvloop==0.23.0" "xgrammar==0.2.9"
 )
 
 pip_q() { "$PY" -m pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
@@ -52,6 +64,9 @@ pip_q "${IMPORT_DEPS[@]}"
 "$PY" -c 'import torch, sys; sys.exit(0 if torch.version.cuda is None else 1)' \
   || { echo "install_sglang_cpu: a dependency replaced the CPU torch; refusing" >&2; exit 1; }
 
+echo "install_sglang_cpu: [3b/5] server packages (${#SERVER_DEPS[@]} pinned, --no-deps)"
+pip_q --no-deps "${SERVER_DEPS[@]}"
+
 echo "install_sglang_cpu: [4/5] torchvision stub"
 SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 if "$PY" -c 'import importlib.metadata as m; m.version("torchvision")' 2>/dev/null; then
@@ -65,4 +80,4 @@ fi
 echo "install_sglang_cpu: [5/5] FairBatching patches"
 "$ROOT/scripts/apply_patches.sh" --python "$PY"
 
-HF_HUB_OFFLINE=1 "$PY" -W ignore -c 'import sglang.srt.managers.scheduler, numpy, pandas, pyarrow, matplotlib, typer, rich, httpx, hypothesis, pytest; print("install_sglang_cpu: imports OK")'
+HF_HUB_OFFLINE=1 "$PY" -W ignore -c 'import sglang.srt.managers.scheduler, sglang.srt.entrypoints.http_server, numpy, pandas, pyarrow, matplotlib, typer, rich, httpx, hypothesis, pytest; print("install_sglang_cpu: imports OK")'

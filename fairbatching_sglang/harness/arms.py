@@ -79,7 +79,7 @@ def resolve_arms(names: list[str] | tuple[str, ...], backend: str) -> list[Arm]:
     unknown = [n for n in names if n not in ARMS]
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
-    if backend == "gpu":
+    if backend in ("gpu", "emulated"):
         bad = [n for n in names if n not in GPU_ARMS]
         if bad:
             raise ValueError(f"arm(s) {bad} exist only in the simulator")

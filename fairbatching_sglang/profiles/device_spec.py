@@ -1,0 +1,150 @@
+"""`--device-model SPEC`: which device model (profiles/device_model.py) a run charges.
+
+    profile                                   exactly the run's --profile (+ the step overhead)
+    profile:bias=0.05,noise=0.03,seed=0       biased / noisy; every parameter optional:
+        bias=B        every step x(1 + B)                 (> -1)
+        noise=N       per-step lognormal factor, sigma N  (0..1, mean 1)
+        overhead_ms=O per-step CPU/launch time            (default: the run's step overhead)
+        jitter_ms=J   normal jitter on that overhead      (>= 0)
+        shift=X       from step `shift_after` on, x(1 + X)
+        shift_after=K
+        seed=S        of the noise / jitter stream
+        profile=NAME  price from another profile than the planner's --profile
+    steplog:PATH                              replay a measured JSONL step log over the profile
+
+A spec is parsed once (errors name the flag and the parameter) and built into a fresh device
+per run (`build`), so every run starts its random stream from the seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fairbatching_sglang.profiles import CostProfile, ProfileError, load_profile
+from fairbatching_sglang.profiles.device_model import (
+    DeviceModel,
+    LoggedSteps,
+    ProfileDevice,
+    ProfileDeviceConfig,
+    ReplayDevice,
+)
+
+KINDS = ("profile", "steplog")
+_FLOAT_PARAMS = {"bias": "bias", "noise": "noise", "overhead_ms": "overhead_ms"}
+_FLOAT_PARAMS |= {"jitter_ms": "overhead_jitter_ms", "shift": "shift"}
+_INT_PARAMS = {"seed": "seed", "shift_after": "shift_after_steps"}
+
+
+class DeviceSpecError(ValueError):
+    """A --device-model value that cannot be used; the message names the flag and the part."""
+
+
+@dataclass(frozen=True)
+class DeviceModelSpec:
+    kind: str
+    text: str
+    config: ProfileDeviceConfig = field(default_factory=ProfileDeviceConfig)
+    profile: str | None = None  # None: the run's own --profile
+    steplog_path: str | None = None
+
+    def build(self, run_profile: CostProfile, default_overhead_ms: float) -> DeviceModel:
+        profile = run_profile if self.profile is None else load_profile(self.profile)
+        if self.kind == "profile":
+            return ProfileDevice(profile.cost_model, profile.name, self.config, default_overhead_ms)
+        assert self.steplog_path is not None
+        return ReplayDevice(profile.cost_model, profile.name, read_logged_steps(self.steplog_path))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "spec": self.text,
+            "kind": self.kind,
+            "profile": self.profile,
+            "steplog": self.steplog_path,
+            "bias": self.config.bias,
+            "noise": self.config.noise,
+            "overhead_ms": self.config.overhead_ms,
+            "jitter_ms": self.config.overhead_jitter_ms,
+            "shift": self.config.shift,
+            "shift_after": self.config.shift_after_steps,
+            "seed": self.config.seed,
+        }
+
+
+def parse_device_model(text: str, flag: str = "--device-model") -> DeviceModelSpec:
+    text = (text or "").strip()
+    kind, _, rest = text.partition(":")
+    kind = kind.strip()
+    if kind not in KINDS:
+        raise DeviceSpecError(
+            f"{flag} {text!r}: unknown device model {kind!r}; known: {', '.join(KINDS)} "
+            "(e.g. 'profile', 'profile:bias=0.05,noise=0.03,seed=0', 'steplog:steps.jsonl')"
+        )
+    if kind == "steplog":
+        path = rest.strip()
+        if not path:
+            raise DeviceSpecError(f"{flag} {text!r}: steplog needs a path (steplog:PATH)")
+        if not Path(path).is_file():
+            raise DeviceSpecError(f"{flag} {text!r}: step log {path} not found")
+        read_logged_steps(path, flag)  # fail now, not in the middle of a run
+        return DeviceModelSpec("steplog", text, steplog_path=path)
+    values: dict[str, object] = {}
+    profile: str | None = None
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, raw = part.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not eq or not raw:
+            raise DeviceSpecError(f"{flag} {text!r}: parameter {part!r} must be NAME=VALUE")
+        if key in values or (key == "profile" and profile is not None):
+            raise DeviceSpecError(f"{flag} {text!r}: parameter {key!r} given twice")
+        if key == "profile":
+            try:
+                load_profile(raw)
+            except ProfileError as exc:
+                raise DeviceSpecError(f"{flag} {text!r}: profile={raw}: {exc}") from exc
+            profile = raw
+        elif key in _FLOAT_PARAMS:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise DeviceSpecError(f"{flag} {text!r}: {key}={raw!r} is not a number") from None
+            if not math.isfinite(value):
+                raise DeviceSpecError(f"{flag} {text!r}: {key}={raw!r} must be finite")
+            values[_FLOAT_PARAMS[key]] = value
+        elif key in _INT_PARAMS:
+            try:
+                values[_INT_PARAMS[key]] = int(raw)
+            except ValueError:
+                raise DeviceSpecError(f"{flag} {text!r}: {key}={raw!r} is not an integer") from None
+        else:
+            known = sorted([*_FLOAT_PARAMS, *_INT_PARAMS, "profile"])
+            raise DeviceSpecError(
+                f"{flag} {text!r}: unknown parameter {key!r}; known: {', '.join(known)}"
+            )
+    if "shift_after_steps" in values and "shift" not in values:
+        raise DeviceSpecError(f"{flag} {text!r}: shift_after needs shift=X")
+    try:
+        config = ProfileDeviceConfig(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise DeviceSpecError(f"{flag} {text!r}: {exc}") from exc
+    return DeviceModelSpec("profile", text, config=config, profile=profile)
+
+
+def read_logged_steps(path: str | Path, flag: str = "--device-model") -> LoggedSteps:
+    from fairbatching_sglang.profiles.step_log import StepLogError, read_step_log
+
+    try:
+        records = read_step_log(path)
+    except StepLogError as exc:
+        raise DeviceSpecError(f"{flag}: {exc}") from exc
+    return LoggedSteps(
+        num_tokens=np.array([r.num_prefill_tokens + r.num_decode_reqs for r in records]),
+        num_decode_reqs=np.array([r.num_decode_reqs for r in records]),
+        decode_kv_tokens=np.array([r.decode_kv_tokens for r in records]),
+        prefill_attn_work=np.array([r.prefill_attn_work for r in records], dtype=np.float64),
+        measured_ms=np.array([r.measured_ms for r in records], dtype=np.float64),
+        origin=str(path),
+    )
