@@ -42,6 +42,13 @@ def simulate(
     policy_profile: Annotated[
         str | None, typer.Option(help="Profile FairBatching plans with (default: --profile).")
     ] = None,
+    device_model: Annotated[
+        str,
+        typer.Option(
+            help="What a step really costs: profile | profile:bias=0.05,noise=0.03,seed=0 | "
+            "steplog:PATH (the planner still believes --policy-profile or --profile)."
+        ),
+    ] = "profile",
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/sim-...).")] = None,
     trace_format: Annotated[str | None, typer.Option("--format", help="Trace format.")] = None,
     start_s: Annotated[float | None, typer.Option("--start", help="Window start (s).")] = None,
@@ -60,11 +67,19 @@ def simulate(
     fast_forward: Annotated[bool, typer.Option(help="Price decode-only runs in closed form.")] = (
         True
     ),
+    overlap_schedule: Annotated[
+        bool,
+        typer.Option(
+            help="Model SGLang's overlap loop (a request arriving mid-step is admitted a step "
+            "later), as the default server runs."
+        ),
+    ] = False,
 ) -> None:
     """Simulate POLICY on TRACE and write records, step trace and summary to a run directory."""
 
     from fairbatching_sglang.core import FairBatchingConfig, SloTable, SloTargets
     from fairbatching_sglang.profiles import ProfileError, load_profile
+    from fairbatching_sglang.profiles.device_spec import parse_device_model
     from fairbatching_sglang.sim.config import SimConfig
     from fairbatching_sglang.sim.runner import run_simulation
     from fairbatching_sglang.sim.schedulers import POLICY_NAMES
@@ -80,6 +95,7 @@ def simulate(
         )
         prof = load_profile(profile)
         plan_prof = load_profile(policy_profile) if policy_profile else None
+        device = parse_device_model(device_model)
         fb_cfg = FairBatchingConfig(
             decode_deadline_anchor=fb_anchor, late_prefill_order=fb_late_order
         )  # type: ignore[arg-type]
@@ -89,6 +105,7 @@ def simulate(
             sarathi_token_budget=sarathi_token_budget,
             step_overhead_ms=step_overhead_ms,
             fast_forward=fast_forward,
+            overlap_schedule=overlap_schedule,
         )
         slo = SloTable(SloTargets(slo_ttft_ms, slo_tpot_ms))
     except (TraceError, ProfileError, ValueError, OSError) as exc:
@@ -114,6 +131,7 @@ def simulate(
             out_dir=out_dir,
             progress=on_progress,
             command=command,
+            device_model=device,
         )
     typer.echo((out_dir / "summary.md").read_text())
     typer.echo(

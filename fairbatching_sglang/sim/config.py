@@ -13,6 +13,9 @@ class SimConfig:
     kernel-level cost model. kv_capacity_tokens: None takes the profile's. new_token_ratio_*:
     SGLang's reservation of future decode tokens (init 0.7, floor 0.098, decays over 600 steps).
     prefix_block_tokens: tokens per Mooncake hash id; enable_prefix_cache turns hits on.
+    overlap_schedule: model SGLang's default overlap loop, where the next batch is formed while
+    the current one runs, so a request arriving during a step is admitted one step later than
+    in the normal loop (`--disable-overlap-schedule`); off keeps the earlier simulator.
     """
 
     chunked_prefill_size: int = 8192
@@ -28,6 +31,7 @@ class SimConfig:
     enable_prefix_cache: bool = True
     prefix_block_tokens: int = 512
     fast_forward: bool = True
+    overlap_schedule: bool = False
 
     def __post_init__(self) -> None:
         for name in ("chunked_prefill_size", "max_prefill_tokens", "max_running_requests"):

@@ -1,8 +1,9 @@
 """Discrete-event engine in virtual time: one simulated serving instance.
 
 Events (see event_queue): ARRIVAL queues a request; SCHEDULE wakes an idle engine; STEP_END applies
-a step's results and schedules the next. Step durations come from the core cost model (the same
-profile files the policy uses) plus a per-step CPU overhead.
+a step's results and schedules the next. Step durations come from a device model
+(profiles/device_model.py: what a step really costs), by default the run's cost profile plus a
+per-step CPU overhead; the policies plan with their own cost model, which may differ.
 
 Fast-forward: while only decodes run and nothing waits, consecutive steps differ only by KV growth,
 so a block of k steps is priced in closed form and ends at the first step boundary at or after the
@@ -12,12 +13,14 @@ next arrival, the first completion or the KV limit - exactly what stepping one a
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from fairbatching_sglang.core import HingeCostModel, chunk_attn_work
+from fairbatching_sglang.core import HingeCostModel, StepShape, chunk_attn_work
+from fairbatching_sglang.profiles.device_model import DeviceModel, ProfileDevice
 from fairbatching_sglang.sim.config import SimConfig
 from fairbatching_sglang.sim.event_queue import EventKind, EventQueue
 from fairbatching_sglang.sim.prefix_cache import PrefixCache
@@ -65,10 +68,16 @@ class Simulator:
         sink: RecordSink,
         kv_capacity_tokens: int,
         progress: Callable[[int, int], None] | None = None,
+        device: DeviceModel | None = None,
     ) -> None:
+        """cost_model: the run's profile (KV arithmetic, default device). device: what steps
+        really cost; None = exactly cost_model + config.step_overhead_ms."""
         self.workload = workload
         self.scheduler = scheduler
         self.cost_model = cost_model
+        self.device: DeviceModel = device or ProfileDevice(
+            cost_model, "run profile", default_overhead_ms=config.step_overhead_ms
+        )
         self.config = config
         self.sink = sink
         self.progress = progress
@@ -85,6 +94,12 @@ class Simulator:
         self._num_events = 0
         self._num_finished = 0
         self._num_rejected = 0
+        # Overlap scheduling (SGLang's default event_loop_overlap): the batch that runs after
+        # step t is formed when step t starts (its predecessor's results are processed then),
+        # so a request received while step t runs is first seen one step later. Received
+        # requests wait here, with their receive time, until a formation can see them.
+        self._pending: deque[tuple[float, SimRequest]] = deque()
+        self._last_step_start_ms: float | None = None
 
     # -- event loop ------------------------------------------------------------------------------
     def run(self) -> SimSummary:
@@ -137,14 +152,32 @@ class Simulator:
         if req.input_tokens + req.output_tokens > self.state.kv_capacity_tokens:
             self._record(req, "rejected")
             return
+        if self.config.overlap_schedule and self._busy:
+            self._pending.append((now, req))
+            return
         self.state.waiting.append(req)
         if not self._busy and not self._wake_pending:
             self._wake_pending = True
             self._queue.push(now, EventKind.SCHEDULE)
 
     # -- steps -----------------------------------------------------------------------------------
+    def _release_pending(self, now: float) -> None:
+        """Move the requests the formation at `now` can see into the waiting queue: with the
+        overlap loop, those received before the step that just ended started (or all of them
+        when nothing else is left to run: the idle loop sees a request at once)."""
+        cutoff = self._last_step_start_ms if self._last_step_start_ms is not None else now
+        self._last_step_start_ms = None
+        pending = self._pending
+        state = self.state
+        if pending and not state.running and not state.waiting and state.chunked is None:
+            cutoff = now
+        while pending and pending[0][0] <= cutoff:
+            state.waiting.append(pending.popleft()[1])
+
     def _start_step(self, now: float) -> bool:
         state = self.state
+        if self._pending or self._last_step_start_ms is not None:
+            self._release_pending(now)
         while True:
             if not state.running and not state.waiting and state.chunked is None:
                 return False
@@ -162,8 +195,6 @@ class Simulator:
         return True
 
     def _step_end_times(self, now: float, plan: StepPlan) -> np.ndarray:
-        cm = self.cost_model
-        overhead = self.config.step_overhead_ms
         decodes = plan.decodes
         num_decodes = len(decodes)
         decode_kv = sum(r.kv_tokens for r in decodes)
@@ -172,27 +203,30 @@ class Simulator:
         for req, c in plan.chunks:
             num_prefill += c
             work += chunk_attn_work(c, req.prefilled)
-        first_ms = cm.predict_raw_ms(num_prefill + num_decodes, decode_kv, work) + overhead
+        shape = StepShape(num_prefill, num_decodes, decode_kv, work)
         state = self.state
         if not (
             self.config.fast_forward
             and not plan.chunks
             and not plan.parked
             and not state.waiting
+            and not self._pending
             and state.chunked is None
             and num_decodes == len(state.running)
         ):
-            return np.array([now + first_ms])
+            return np.array([now + self.device.step_ms(shape)])
         k = min(
             min(r.remaining_output for r in decodes),
             state.kv_free_tokens // num_decodes,
             MAX_FAST_FORWARD_STEPS,
         )
         if k <= 1:
-            return np.array([now + first_ms])
+            return np.array([now + self.device.step_ms(shape)])
         # Step j reads decode_kv + j * num_decodes KV tokens; everything else is constant.
-        durations = first_ms + cm.c3_ms_per_kv_token * num_decodes * np.arange(k)
-        ends = now + np.cumsum(durations)
+        # A noisy device draws one factor per priced step, including the steps past the next
+        # arrival that are then cut: still deterministic for a seed, though not the same
+        # draws as stepping one at a time (an exact device gives identical times either way).
+        ends = now + np.cumsum(self.device.decode_block_ms(shape, k))
         next_arrival = self._queue.peek_time_ms()
         cut = int(np.searchsorted(ends, next_arrival, side="left"))
         return ends[: cut + 1] if cut < k else ends
@@ -200,6 +234,8 @@ class Simulator:
     def _finish_step(self, payload: tuple[StepPlan, np.ndarray, float], end: float) -> None:
         plan, end_times, start = payload
         state = self.state
+        # The next formation sees what arrived before the last step of this block started.
+        self._last_step_start_ms = float(end_times[-2]) if len(end_times) > 1 else start
         k = len(end_times)
         self._num_steps += k
         times = end_times.tolist()

@@ -24,6 +24,7 @@ from fairbatching_sglang import __version__
 from fairbatching_sglang.core import FairBatchingConfig, HingeCostModel, SloTable
 from fairbatching_sglang.metrics import summarize
 from fairbatching_sglang.profiles import CostProfile
+from fairbatching_sglang.profiles.device_spec import DeviceModelSpec, parse_device_model
 from fairbatching_sglang.sim.config import SimConfig
 from fairbatching_sglang.sim.engine import SimSummary, Simulator
 from fairbatching_sglang.sim.records import MemorySink, ParquetSink
@@ -89,22 +90,34 @@ def run_simulation(
     out_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     command: str | None = None,
+    device_model: DeviceModelSpec | None = None,
 ) -> SimRunResult:
     """Simulate one policy at one rate scale. With out_dir, records stream to Parquet there.
 
+    device_model: what a step really costs (default `profile`: exactly `profile` plus the
+    step overhead). The planner always believes `policy_profile or profile` plus the step
+    overhead, so a biased / noisy device is an error the planner does not know about.
     policy_profile: the cost model FairBatching plans with, when it should differ from the
-    simulator's ground truth `profile` (a model-error experiment).
+    run's `profile` (a model-error experiment).
     """
     sim_config = sim_config or SimConfig()
+    device_model = device_model or parse_device_model("profile")
     workload = workload_from_table(table, slo_table, rate_scale)
     # A separate policy_profile models a planner that is wrong about the hardware.
     planning = planning_model(policy_profile or profile, sim_config)
     scheduler = make_scheduler(policy, planning, fairbatching_config)
     sink = ParquetSink(out_dir) if out_dir is not None else MemorySink(keep_steps=False)
-    true_model = profile.cost_model
+    device = device_model.build(profile, sim_config.step_overhead_ms)
     t0 = time.perf_counter()
     engine = Simulator(
-        workload, scheduler, true_model, sim_config, sink, profile.kv_capacity_tokens, progress
+        workload,
+        scheduler,
+        profile.cost_model,
+        sim_config,
+        sink,
+        profile.kv_capacity_tokens,
+        progress,
+        device=device,
     ).run()
     wall_s = time.perf_counter() - t0
     records = (
@@ -126,6 +139,8 @@ def run_simulation(
             policy_profile,
             command,
         )
+        meta["device_model"] = {**device_model.to_dict(), "description": device.description}
+        meta["planner_profile"] = (policy_profile or profile).name
         meta["engine"] = dataclasses.asdict(engine)
         meta["wall_s"] = wall_s
         (out_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
@@ -206,10 +221,13 @@ def summary_markdown(policy: str, rate_scale: float, s: dict[str, float], meta: 
         )
 
     lines = [
-        f"# Simulated run: {policy} at rate x{rate_scale:g}",
+        f"# SIMULATED run: {policy} at rate x{rate_scale:g}",
         "",
-        "**Simulated** (virtual time, cost model "
+        "**SIMULATED** (virtual time, cost model "
         f"`{meta['profile']['name']}`), not measured on a GPU.",
+        "",
+        f"Device model (what steps really cost): {meta.get('device_model', {}).get('description')}"
+        f"; planner's profile: `{meta.get('planner_profile')}`.",
         "",
         f"Command: `{meta['command']}`",
         "",

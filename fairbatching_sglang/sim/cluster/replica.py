@@ -122,6 +122,7 @@ class Replica(Simulator):
         num_waiting_uncached_tokens (prefix hits are known once a request is first considered)."""
         state = self.state
         total = sum(r.remaining_prefill for r in state.waiting)
+        total += sum(r.remaining_prefill for _, r in self._pending)  # received, not yet seen
         if state.chunked is not None:
             total += state.chunked.remaining_prefill
         return total

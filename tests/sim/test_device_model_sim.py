@@ -1,0 +1,83 @@
+"""The simulator charges the device model, the planner keeps its own belief."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from fairbatching_sglang.core import SloTable, SloTargets
+from fairbatching_sglang.profiles import load_profile
+from fairbatching_sglang.profiles.device_spec import parse_device_model
+from fairbatching_sglang.sim.config import SimConfig
+from fairbatching_sglang.sim.engine import Simulator
+from fairbatching_sglang.sim.records import MemorySink
+from fairbatching_sglang.sim.runner import run_simulation
+from fairbatching_sglang.sim.schedulers import make_scheduler
+from fairbatching_sglang.workload import load_trace
+from tests.sim.helpers import CM, random_workload
+
+PROFILE = load_profile()
+
+
+def _run(device_spec: str, fast_forward: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cfg = SimConfig(step_overhead_ms=0.5, fast_forward=fast_forward)
+    device = parse_device_model(device_spec).build(PROFILE, cfg.step_overhead_ms)
+    sink = MemorySink()
+    Simulator(
+        random_workload(7, n=200, rate_per_s=15.0),
+        make_scheduler("sglang-mixed", CM, None),
+        CM,
+        cfg,
+        sink,
+        400_000,
+        device=device,
+    ).run()
+    return pd.DataFrame(sink.requests), pd.DataFrame(sink.steps)
+
+
+def test_default_device_equals_explicit_profile_device() -> None:
+    cfg = SimConfig(step_overhead_ms=0.5)
+    sink = MemorySink()
+    Simulator(
+        random_workload(7, n=200, rate_per_s=15.0),
+        make_scheduler("sglang-mixed", CM, None),
+        CM,
+        cfg,
+        sink,
+        400_000,
+    ).run()
+    default = pd.DataFrame(sink.requests)
+    explicit, _ = _run("profile")
+    pd.testing.assert_frame_equal(default, explicit)
+
+
+def test_biased_device_makes_every_step_slower_by_the_bias() -> None:
+    _, exact_steps = _run("profile", fast_forward=False)
+    _, slow_steps = _run("profile:bias=0.2,overhead_ms=0", fast_forward=False)
+    # Same policy, same workload: the first step has the same shape and costs 1.2x its kernels.
+    first_exact = exact_steps.iloc[0]["step_ms"] - 0.5
+    assert abs(slow_steps.iloc[0]["step_ms"] - first_exact * 1.2) < 1e-9
+
+
+def test_planner_unaware_of_a_slow_device_loses_attainment(tmp_path) -> None:
+    table = load_trace("traces/synthetic_code_10min.csv", start_s=0, duration_s=240)
+    slo = SloTable(SloTargets(1000.0, 50.0))
+    out = {}
+    for spec in ("profile", "profile:bias=0.1"):
+        run_dir = tmp_path / spec.replace(":", "_")
+        res = run_simulation(
+            table,
+            "fairbatching",
+            PROFILE,
+            slo_table=slo,
+            rate_scale=1.0,
+            out_dir=run_dir,
+            device_model=parse_device_model(spec),
+        )
+        out[spec] = res.summary["tpot_attainment"]
+        meta = json.loads((run_dir / "run.json").read_text())
+        assert meta["device_model"]["spec"] == spec
+        assert meta["planner_profile"] == PROFILE.name
+        assert (run_dir / "summary.md").read_text().startswith("# SIMULATED")
+    assert out["profile:bias=0.1"] < out["profile"] - 0.02
