@@ -51,7 +51,9 @@ from fairbatching_sglang.sglang_adapter.snapshot import (
     SnapshotInputs,
     batch_can_park,
     build_snapshot,
+    forbid_parking_aborting,
     output_lens,
+    parks_aborting_rows,
     row_can_park,
     slots_of,
     states_of,
@@ -99,7 +101,10 @@ class FairBatchingHook:
         self.step_log = StepLog(settings.step_log) if settings.step_log and tp_rank == 0 else None
         self.current_plan: StepPlan | None = None
         self.last_plan: StepPlan | None = None  # the latest applied plan (tests, debugging)
-        self._parked_reqs: frozenset[Any] = frozenset()
+        self._parked_reqs: frozenset[Any] = frozenset()  # the plan's parked rows
+        # The rows split_running actually parked this step (only those count as parked: a plan
+        # whose split never happened, or rows filtered since, parked nothing).
+        self._split_parked: list[Any] = []
         self._last_formed_ms: float | None = None
         self._last_predicted_ms = 0.0
         # Per-request counters and constants, one slot per request (req_state.ReqStatePool).
@@ -148,6 +153,7 @@ class FairBatchingHook:
         """Decide this step. True: skip prefill (the policy schedules none)."""
         self.current_plan = None
         self._parked_reqs = frozenset()
+        self._split_parked = []
         self._snap_rows = None
         plan: StepPlan | None = None
         if self.tp_rank == 0:
@@ -185,8 +191,11 @@ class FairBatchingHook:
             # The in-flight step must finish before the next one starts.
             now = max(now, self._last_formed_ms + self._last_predicted_ms)
         running = running_batch.reqs
-        allocator = scheduler.token_to_kv_pool_allocator
-        kv_free = allocator.available_size() + scheduler.tree_cache.evictable_size()
+        # Free + evictable KV exactly as the adder's budget counts it, whatever the allocator
+        # and tree cache (schedule_policy.py:656-658; mem_cache/prefill_budget.py:91-101).
+        kv_free = scheduler.token_to_kv_pool_allocator.create_prefill_budget(
+            scheduler.tree_cache
+        ).remaining_total
         ratio = float(scheduler.new_token_ratio_tracker.current)
         max_new = scheduler.get_num_allocatable_reqs(len(running), running_batch=running_batch)
         queue = scheduler.waiting_queue  # read only here (no copy unless it must be cut)
@@ -200,15 +209,19 @@ class FairBatchingHook:
             batch_can_park=batch_can_park(running_batch) if running else True,
             max_num_batched_tokens=self.chunked_prefill_size,
             max_prefill_tokens=self.max_prefill_tokens,
-            kv_free_tokens=kv_free,
+            kv_free_tokens=int(kv_free),
             max_new_prefills=max(0, int(max_new)),
             new_token_ratio=ratio,
+            req_token_overhead=int(scheduler.page_size),
         )
         cache = self._snapshot_cache
         snap = build_snapshot(inputs, self.default_slo, cache)
         dec = snap.decodes
         self._snap_rows = (cache.reqs, cache.slots, dec.num_output_tokens, dec.kv_tokens)
         decision = self.policy.decide(snap)
+        if parks_aborting_rows(running, decision.parked_decode_indices):
+            # An aborted row must run once more to finish and free its KV: decide again.
+            decision = self.policy.decide(forbid_parking_aborting(snap, running))
         return plan_from_decision(decision, scheduler.chunked_req is not None)
 
     def apply_adder(self, adder: Any, scheduler: Any) -> None:
@@ -228,10 +241,13 @@ class FairBatchingHook:
         # split_parked only mutates after both index lists exist; a failure before that
         # leaves the batch whole (stock behaviour for this step).
         try:
-            return split_parked(running_batch, self._parked_reqs)
+            kept, parked = split_parked(running_batch, self._parked_reqs)
         except Exception:
             self._fallback("split raised")
             return running_batch, None
+        if parked is not None:
+            self._split_parked = parked.reqs
+        return kept, parked
 
     # ------------------------------------------------------------------------------------------
     def on_batch_formed(self, scheduler: Any, batch: Any) -> None:
@@ -243,9 +259,14 @@ class FairBatchingHook:
     def _account(self, scheduler: Any, batch: Any) -> None:
         now_ms = self.clock() * 1000.0
         plan = self.current_plan
-        parked = self._parked_reqs
+        # Rows that sat out this step by the policy's choice: those split off (they never run
+        # in the step they are split from; if the kept rows failed check_decode_mem they were
+        # merged back and sat out with them). A planned park that never happened (no mixed
+        # step, a failed split) or rows finished in flight count nothing.
+        parked = self._split_parked
         self.current_plan = None
         self._parked_reqs = frozenset()
+        self._split_parked = []
         if batch is None or not batch.reqs:
             self._last_formed_ms = None  # idle: the next step starts now
             if self.step_log is not None:
@@ -275,8 +296,10 @@ class FairBatchingHook:
             slots = slots_of(states_of(decode_reqs, pool, default, now_ms))
             num_out = np.maximum(output_lens(decode_reqs), pool.num_scheduled_tokens[slots])
             kv_tokens = pool.prompt_len[slots] + num_out
+        if parked:
+            pool.parked_steps[slots_of(states_of(parked, pool, default, now_ms))] += 1
         pool.num_scheduled_tokens[slots] = num_out + 1
-        pool.parked_steps[slots] = 0
+        pool.parked_steps[slots] = 0  # after the parked rows: a row that ran counts 0
         decode_kv = int(kv_tokens.sum()) + len(decode_reqs)
         num_prefill_tokens = 0
         attn_work = 0.0
@@ -293,8 +316,6 @@ class FairBatchingHook:
                 st = timing_of(req, pool, default, now_ms, row_can_park)
                 st.num_scheduled_tokens = max(st.num_scheduled_tokens, len(req.output_ids)) + 1
                 first_tokens.append(st)
-        if parked:
-            pool.parked_steps[slots_of(states_of(list(parked), pool, default, now_ms))] += 1
         predicted = self.cost_model.predict_raw_ms(
             num_prefill_tokens + len(decode_reqs), float(decode_kv), attn_work
         )

@@ -26,7 +26,7 @@ TTFT_KEY = "fairbatching_ttft_slo_ms"
 TPOT_KEY = "fairbatching_tpot_slo_ms"
 STATE_ATTR = "fairbatching_state"
 
-# (name, dtype): six constants for a request's lifetime, then the three counters.
+# (name, dtype): seven constants for a request's lifetime, then the three counters.
 _COLUMNS: tuple[tuple[str, Any], ...] = (
     ("arrival_ms", np.float64),
     ("ttft_slo_ms", np.float64),
@@ -34,6 +34,8 @@ _COLUMNS: tuple[tuple[str, Any], ...] = (
     ("prompt_len", np.int64),
     ("max_new_tokens", np.int64),
     ("can_park", np.bool_),
+    # SGLang reserves a running ignore_eos row's whole remaining output (ratio 1.0).
+    ("ignore_eos", np.bool_),
     ("num_scheduled_tokens", np.int64),
     ("parked_steps", np.int64),
     # Expected end of the step that produces the first token (NaN until it is scheduled).
@@ -55,6 +57,7 @@ class ReqStatePool:
         "can_park",
         "capacity",
         "first_token_ms",
+        "ignore_eos",
         "max_new_tokens",
         "num_scheduled_tokens",
         "parked_steps",
@@ -69,6 +72,7 @@ class ReqStatePool:
     prompt_len: np.ndarray
     max_new_tokens: np.ndarray
     can_park: np.ndarray
+    ignore_eos: np.ndarray
     num_scheduled_tokens: np.ndarray
     parked_steps: np.ndarray
     first_token_ms: np.ndarray
@@ -131,6 +135,7 @@ class ReqTiming:
         prompt_len: int = 0,
         max_new_tokens: int = 0,
         can_park: bool = True,
+        ignore_eos: bool = False,
     ) -> None:
         slot = pool.alloc()
         self.pool = pool
@@ -141,6 +146,7 @@ class ReqTiming:
         pool.prompt_len[slot] = prompt_len
         pool.max_new_tokens[slot] = max_new_tokens
         pool.can_park[slot] = can_park
+        pool.ignore_eos[slot] = ignore_eos
 
     def __del__(self) -> None:
         pool = getattr(self, "pool", None)
@@ -157,6 +163,7 @@ class ReqTiming:
             prompt_len=self.prompt_len,
             max_new_tokens=self.max_new_tokens,
             can_park=self.can_park,
+            ignore_eos=self.ignore_eos,
         )
         for name in ("num_scheduled_tokens", "parked_steps", "first_token_ms"):
             getattr(pool, name)[twin.slot] = getattr(pool, name)[slot]
@@ -175,6 +182,7 @@ class ReqTiming:
     prompt_len = _column_property("prompt_len", int, False)
     max_new_tokens = _column_property("max_new_tokens", int, False)
     can_park = _column_property("can_park", bool, False)
+    ignore_eos = _column_property("ignore_eos", bool, False)
     num_scheduled_tokens = _column_property("num_scheduled_tokens", int, True)
     parked_steps = _column_property("parked_steps", int, True)
     first_token_ms = _column_property("first_token_ms", float, True)
@@ -229,6 +237,7 @@ def timing_of(
             prompt_len=len(req.origin_input_ids),
             max_new_tokens=int(sp.max_new_tokens or 0),
             can_park=can_park(req) if can_park is not None else True,
+            ignore_eos=bool(sp.ignore_eos),
         )
         setattr(req, STATE_ATTR, state)
     return state

@@ -8,6 +8,8 @@ running and hundreds waiting this is the adapter's main cost per step.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -23,8 +25,9 @@ from fairbatching_sglang.sglang_adapter.req_state import (
     timing_of,
 )
 
-# SGLang's PrefillAdder clips a request's reserved future output at this many tokens.
-CLIP_MAX_NEW_TOKENS = 4096
+# SGLang's PrefillAdder clips a request's reserved future output at this many tokens (read
+# from the same environment variable, managers/schedule_policy.py:89-91).
+CLIP_MAX_NEW_TOKENS = int(os.environ.get("SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION", "4096"))
 
 
 @dataclass(slots=True)
@@ -41,16 +44,26 @@ class SnapshotInputs:
     batch_can_park: bool
     max_num_batched_tokens: int
     max_prefill_tokens: int
-    kv_free_tokens: int  # free + evictable now; build_snapshot subtracts the running reserve
+    # Free + evictable KV now (the adder's PrefillBudget.remaining_total before any offset);
+    # build_snapshot subtracts what the adder reserves for the running rows.
+    kv_free_tokens: int
     max_new_prefills: int | None
     new_token_ratio: float
+    # KV the adder charges per admitted request beyond its chunk: per_req_token_overhead, the
+    # page size without KV sharding (schedule_policy.py:733-737, charged by
+    # _update_prefill_budget -> PrefillBudget.reserve, prefill_budget.py:156-168).
+    req_token_overhead: int = 1
 
 
 def row_can_park(req: Any) -> bool:
-    """False for rows whose sampling state a split/merge would lose (DESIGN.md section 2)."""
+    """False for rows whose sampling state a split/merge would lose (DESIGN.md section 2), and
+    for rows already aborting or finished. Evaluated once per request (its first sight); an
+    abort that comes later is caught by parks_aborting_rows."""
     sp = req.sampling_params
     return not (
-        req.return_logprob
+        req.to_finish
+        or req.finished()
+        or req.return_logprob
         or req.custom_logit_processor is not None
         or getattr(req, "beam_group", None) is not None
         or sp.min_new_tokens > 0
@@ -77,6 +90,7 @@ _get_state = attrgetter(STATE_ATTR)
 _get_slot = attrgetter("slot")
 _get_output_ids = attrgetter("output_ids")
 _get_prefix_len = attrgetter("prefix_len")
+_get_to_finish = attrgetter("to_finish")
 
 
 class SnapshotCache:
@@ -89,10 +103,13 @@ class SnapshotCache:
     """
 
     __slots__ = (
+        "all_ignore_eos",
+        "any_ignore_eos",
         "arrival",
         "can_park",
+        "ignore_eos",
         "max_new",
-        "max_new_sum",
+        "max_new_over_clip",
         "pool",
         "prompt_len",
         "reqs",
@@ -109,8 +126,9 @@ class SnapshotCache:
         empty_i = np.empty(0, dtype=np.int64)
         self.arrival = self.ttft = self.tpot = empty_f
         self.prompt_len = self.max_new = empty_i
-        self.can_park = np.empty(0, dtype=bool)
-        self.max_new_sum = 0
+        self.can_park = self.ignore_eos = np.empty(0, dtype=bool)
+        self.max_new_over_clip = self.any_ignore_eos = False
+        self.all_ignore_eos = True
 
     def update(self, reqs: list[Any], default_slo: SloTargets, now_ms: float) -> None:
         if reqs == self.reqs:  # identity per element (SGLang's Req has no __eq__)
@@ -123,11 +141,16 @@ class SnapshotCache:
         prompt_len = pool.prompt_len[slots]
         max_new = pool.max_new_tokens[slots]
         can_park = pool.can_park[slots]
-        for arr in (slots, arrival, ttft, tpot, prompt_len, max_new, can_park):
+        ignore_eos = pool.ignore_eos[slots]
+        for arr in (slots, arrival, ttft, tpot, prompt_len, max_new, can_park, ignore_eos):
             arr.flags.writeable = False  # shared by successive snapshots
         self.slots, self.arrival, self.ttft, self.tpot = slots, arrival, ttft, tpot
         self.prompt_len, self.max_new, self.can_park = prompt_len, max_new, can_park
-        self.max_new_sum = int(max_new.sum())
+        self.ignore_eos = ignore_eos
+        # Shortcuts for the per-step reserve (the common cases skip a numpy pass each).
+        self.max_new_over_clip = bool(len(max_new)) and int(max_new.max()) > CLIP_MAX_NEW_TOKENS
+        self.any_ignore_eos = bool(ignore_eos.any())
+        self.all_ignore_eos = bool(ignore_eos.all())
         self.reqs = list(reqs)  # last: a failure above leaves the previous (consistent) entry
 
 
@@ -168,11 +191,79 @@ def output_lens(reqs: list[Any]) -> np.ndarray:
     return np.fromiter(map(len, map(_get_output_ids, reqs)), np.int64, len(reqs))
 
 
+def running_reserve(cache: SnapshotCache, out_lens: np.ndarray, ratio: float) -> float:
+    """What PrefillAdder.__init__ adds to its KV offset for the running rows
+    (schedule_policy.py:673-680 -> _get_running_request_total_token_offset, :785-795): per row
+    min(max_new_tokens - len(output_ids), CLIP) * ratio, ratio 1.0 for ignore_eos rows (which
+    cannot stop early). `len(output_ids)`, not the hook's scheduled count: the adder reads it
+    as is, one step stale under overlap. Up to float summation order, the adder's value."""
+    left = cache.max_new - out_lens
+    if cache.max_new_over_clip:
+        left = np.minimum(left, CLIP_MAX_NEW_TOKENS)
+    if cache.all_ignore_eos:
+        return float(left.sum())
+    if not cache.any_ignore_eos:
+        return float((left * ratio).sum())
+    return float((left * np.where(cache.ignore_eos, 1.0, ratio)).sum())
+
+
+def parks_aborting_rows(running: list[Any], parked_rows: tuple[int, ...]) -> bool:
+    """Whether the decision parks a row being aborted.
+
+    Scheduler.abort_request only sets `req.to_finish` on a running request
+    (scheduler.py:5824-5839); the abort completes, and the KV is freed, when the row runs once
+    more (Req.update_finish_state, schedule_batch.py:2011-2014, then the result processor).
+    A parked row would hold its KV and its client for as long as the policy keeps parking it.
+    Checked on the parked rows only, after the decision (C-level; nothing on steps that park
+    nothing), instead of on every running row before it.
+    """
+    return bool(parked_rows) and any(map(_get_to_finish, map(running.__getitem__, parked_rows)))
+
+
+def forbid_parking_aborting(snap: SchedulerSnapshot, running: list[Any]) -> SchedulerSnapshot:
+    """The same snapshot with the rows being aborted unparkable (rare: after an abort)."""
+    dec = snap.decodes
+    aborting = np.fromiter(map(bool, map(_get_to_finish, running)), bool, len(running))
+    decodes = DecodeRows.trusted(
+        arrival_ms=dec.arrival_ms,
+        ttft_slo_ms=dec.ttft_slo_ms,
+        tpot_slo_ms=dec.tpot_slo_ms,
+        num_output_tokens=dec.num_output_tokens,
+        kv_tokens=dec.kv_tokens,
+        can_park=dec.can_park & ~aborting,
+        parked_steps=dec.parked_steps,
+        first_token_ms=dec.first_token_ms,
+    )
+    return SchedulerSnapshot(
+        now_ms=snap.now_ms,
+        decodes=decodes,
+        prefills=snap.prefills,
+        max_num_batched_tokens=snap.max_num_batched_tokens,
+        max_prefill_tokens=snap.max_prefill_tokens,
+        kv_free_tokens=snap.kv_free_tokens,
+        max_new_prefills=snap.max_new_prefills,
+    )
+
+
 def build_snapshot(
     inp: SnapshotInputs, default_slo: SloTargets, cache: SnapshotCache
 ) -> SchedulerSnapshot:
-    """Columns gathered from the per-request pool; kv_free_tokens loses the KV the running
-    requests will still grow into (what the PrefillAdder reserves for them).
+    """Columns gathered from the per-request pool; KV room and request reserves are the
+    PrefillAdder's (schedule_policy.py, mem_cache/prefill_budget.py):
+    - kv_free_tokens: free + evictable minus the running rows' reserve (running_reserve), minus
+      one because the adder admits only while `total_tokens < remaining_total` (strict,
+      prefill_budget.py:128). The core charges each decode it runs one token on top; the adder
+      charges the same once apply_adder_budgets gave the parked rows' token back.
+    - kv_reserve_tokens of a request: what the adder charges on admission beyond the chunk,
+      min(max_new_tokens, CLIP) (the whole clipped output, no new_token_ratio:
+      _select_prefill_admission, schedule_policy.py:1636, committed by
+      _commit_prefill_admission :1685-1700; add_chunked_req :1207-1218 for a continuing chunk)
+      plus per_req_token_overhead. The adder charges the output only with the request's last
+      chunk and, to admit a new request at all, wants room for its whole remaining prompt
+      (:1406-1411); charging it for a cut chunk too keeps the plan within what the adder admits
+      except when the KV is short of the whole prompt, where the adder admits less.
+    Rows being aborted are not looked at here (a per-row pass each step for a rare event):
+    see parks_aborting_rows.
 
     The arrays are built here, so the core rows are made without re-validating them
     (`DecodeRows.trusted`); tests compare the result with the validating constructors.
@@ -186,7 +277,8 @@ def build_snapshot(
     n = len(running)
     cache.update(running, default_slo, now)
     slots = cache.slots
-    num_out = np.maximum(output_lens(running), pool.num_scheduled_tokens[slots])
+    out_lens = output_lens(running)
+    num_out = np.maximum(out_lens, pool.num_scheduled_tokens[slots])
     can_park = cache.can_park if inp.batch_can_park else np.zeros(n, dtype=bool)
     decodes = DecodeRows.trusted(
         arrival_ms=cache.arrival,
@@ -198,8 +290,7 @@ def build_snapshot(
         parked_steps=pool.parked_steps[slots],
         first_token_ms=pool.first_token_ms[slots],
     )
-    future_kv = cache.max_new_sum - int(num_out.sum())  # sum of (max_new - num_out), exact
-    kv_free = inp.kv_free_tokens - int(future_kv * ratio)
+    kv_free = math.ceil(inp.kv_free_tokens - running_reserve(cache, out_lens, ratio)) - 1
 
     chunked = inp.chunked_req
     candidates = [chunked, *inp.waiting_reqs] if chunked is not None else inp.waiting_reqs
@@ -212,11 +303,8 @@ def build_snapshot(
     if chunked is not None and (chunked.extend_end or 0) > cached[0]:
         cached[0] = chunked.extend_end
     remaining = np.maximum(pool.prompt_len[p_slots] + p_out - cached, 1)
-    # Future output the adder reserves: min(left, clip) * ratio, none once nothing is left.
-    left = pool.max_new_tokens[p_slots] - p_out
-    np.maximum(left, 0, out=left)
-    np.minimum(left, CLIP_MAX_NEW_TOKENS, out=left)
-    reserve = (left * ratio).astype(np.int64)
+    reserve = np.minimum(pool.max_new_tokens[p_slots], CLIP_MAX_NEW_TOKENS)
+    reserve += inp.req_token_overhead
     continuing = np.zeros(m, dtype=bool)
     if chunked is not None:
         continuing[0] = True

@@ -27,3 +27,11 @@ class FakeClock:
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+# cpu_harness.TREE_CACHES: the legacy RadixCache, and SGLang 0.5.23's default (what
+# mem_cache/registry.create_tree_cache builds for a plain model: UnifiedRadixCache).
+@pytest.fixture(params=("radix", "unified"))
+def tree_cache(request: pytest.FixtureRequest) -> str:
+    """Run a harness test on each tree cache."""
+    return request.param

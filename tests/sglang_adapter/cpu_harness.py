@@ -110,6 +110,45 @@ def publish_config(model_dir: Path, **overrides: Any) -> ServerArgs:
     return args
 
 
+TREE_CACHES = ("radix", "unified")
+# What a Req reads from its tokenizer on the paths driven here (EOS ids for min_new_tokens).
+_TOKENIZER = types.SimpleNamespace(eos_token_id=2, additional_stop_token_ids=None)
+
+
+def _make_tree_cache(
+    kind: str, args: ServerArgs, model_config: ModelConfig, r2t: Any, alloc: Any
+) -> Any:
+    params = CacheInitParams(
+        disable=False, req_to_token_pool=r2t, token_to_kv_pool_allocator=alloc, page_size=1
+    )
+    if kind == "radix":
+        return RadixCache(params)
+    if kind != "unified":
+        raise ValueError(f"tree_cache must be one of {TREE_CACHES}, not {kind!r}")
+    from sglang.srt.mem_cache.registry import TreeCacheBuildContext, create_tree_cache
+    from sglang.srt.mem_cache.unified_radix_cache import UnifiedRadixCache
+
+    # SGLang's own selection chain (mem_cache/kv_cache_builder.py -> registry.create_tree_cache
+    # -> default_radix_cache_factory), so the test sees the class a default server builds.
+    cache = create_tree_cache(
+        TreeCacheBuildContext(
+            server_args=args,
+            params=params,
+            is_hybrid_swa=False,
+            is_hybrid_ssm=False,
+            enable_hierarchical_cache=False,
+            disable_radix_cache=False,
+            tp_worker=None,
+            model_config=model_config,
+            tp_size=1,
+            tp_rank=0,
+            tp_group=None,
+        )
+    )
+    assert isinstance(cache, UnifiedRadixCache), type(cache)
+    return cache
+
+
 class CpuScheduler:
     def __init__(
         self,
@@ -121,6 +160,7 @@ class CpuScheduler:
         kv_tokens: int = 400_000,
         enable_overlap: bool = False,
         clock: Any = None,
+        tree_cache: str = "radix",
     ) -> None:
         args = publish_config(
             model_dir,
@@ -143,14 +183,7 @@ class CpuScheduler:
             kvcache=_DummyKVCache(kv_tokens),
             need_sort=False,
         )
-        cache = RadixCache(
-            CacheInitParams(
-                disable=False,
-                req_to_token_pool=r2t,
-                token_to_kv_pool_allocator=alloc,
-                page_size=1,
-            )
-        )
+        cache = _make_tree_cache(tree_cache, args, self.model_config, r2t, alloc)
         s = Scheduler.__new__(Scheduler)
         self.s = s
         s.req_to_token_pool, s.token_to_kv_pool_allocator, s.tree_cache = r2t, alloc, cache
@@ -203,7 +236,12 @@ class CpuScheduler:
             "future_map",
         ):
             setattr(s, name, _Inert())
-        s.grammar_manager = types.SimpleNamespace(has_waiting_grammars=lambda: False)
+        s.grammar_manager = types.SimpleNamespace(
+            has_waiting_grammars=lambda: False, abort_requests=lambda recv_req: None
+        )
+        s.mm_receiver = None
+        s.enable_continuous_input_polling = False
+        s.send_abort_output = lambda *args, **kwargs: None  # no tokenizer manager to tell
         s.beam_coordinator = types.SimpleNamespace(pending_member_rows=lambda batch: 0)
         s.dp_attn_adapter = types.SimpleNamespace(
             maybe_prepare_mlp_sync_batch=lambda b, need_sync=False: b,
@@ -238,24 +276,37 @@ class CpuScheduler:
         custom_params: dict[str, Any] | None = None,
         **sampling: Any,
     ) -> Req:
+        """A request in the waiting queue; `sampling` goes to SamplingParams (ignore_eos
+        defaults to True; the emitted token is never EOS, so every request runs to its
+        max_new_tokens either way)."""
         self._rid += 1
-        sp = SamplingParams(
-            max_new_tokens=max_new_tokens,
-            ignore_eos=True,
-            custom_params=custom_params,
-            **sampling,
-        )
-        sp.normalize(None)
+        sampling.setdefault("ignore_eos", True)
+        sp = SamplingParams(max_new_tokens=max_new_tokens, custom_params=custom_params, **sampling)
+        # Every request has the scheduler's tokenizer (req.tokenizer = self.tokenizer): the
+        # min_new_tokens penalizer reads the EOS ids of all rows of its batch.
+        sp.normalize(_TOKENIZER)
         base = 10 + (self._rid * 7919) % 900  # distinct prompts, no accidental prefix hits
         ids = array("q", ((base + i) % 990 + 5 for i in range(num_input_tokens)))
         req = Req(
-            rid=f"r{self._rid}", origin_input_text="", origin_input_ids=ids, sampling_params=sp
+            # Fixed width: Scheduler.abort_request matches rids by prefix.
+            rid=f"r{self._rid:06d}",
+            origin_input_text="",
+            origin_input_ids=ids,
+            sampling_params=sp,
         )
+        req.tokenizer = _TOKENIZER
         if self.clock is not None:  # arrival on the same clock the hook reads
             req.time_stats.scheduler_recv_time = self.clock()
         req.init_next_round_input(self.s.tree_cache)  # match prefix once, as on arrival
         self.s.waiting_queue.append(req)
         return req
+
+    def abort(self, req: Req) -> None:
+        """SGLang's own abort path (Scheduler.abort_request): a queued request is dropped, a
+        running one gets `to_finish` and finishes when its next result is processed."""
+        from sglang.srt.managers.io_struct import AbortReq
+
+        self.s.abort_request(AbortReq(rid=req.rid))
 
     def form_batch(self) -> ScheduleBatch | None:
         s = self.s

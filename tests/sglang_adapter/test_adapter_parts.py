@@ -19,10 +19,15 @@ from fairbatching_sglang.sglang_adapter.req_state import resolve_slo  # noqa: E4
 from fairbatching_sglang.sglang_adapter.settings import FairBatchingSettings  # noqa: E402
 
 
-def test_load_snapshot_carries_admission_budget(tmp_path: Path) -> None:
+def test_load_snapshot_carries_admission_budget(tmp_path: Path, tree_cache: str) -> None:
     from sglang.srt.managers.load_snapshot import LoadSnapshot, snapshot_decoder, snapshot_encoder
 
-    cs = CpuScheduler(tmp_path / "m", fairbatching=FairBatchingSettings(), kv_tokens=100_000)
+    cs = CpuScheduler(
+        tmp_path / "m",
+        fairbatching=FairBatchingSettings(),
+        kv_tokens=100_000,
+        tree_cache=tree_cache,
+    )
     for _ in range(8):
         cs.add_request(500, 50)
     for _ in range(3):

@@ -96,10 +96,11 @@ def _run_scenario(cs: CpuScheduler, clock: FakeClock, *, overlap: bool) -> dict[
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["normal", "overlap"])
-def test_park_mix_merge_cycle(tmp_path: Path, overlap: bool) -> None:
+def test_park_mix_merge_cycle(tmp_path: Path, overlap: bool, tree_cache: str) -> None:
     clock = FakeClock()
     cs = CpuScheduler(
         tmp_path / "m",
+        tree_cache=tree_cache,
         fairbatching=LOOSE,
         clock=clock,
         kv_tokens=KV_TOKENS,
@@ -111,11 +112,12 @@ def test_park_mix_merge_cycle(tmp_path: Path, overlap: bool) -> None:
     assert cs.s.fairbatching.num_fallbacks == 0
 
 
-def test_stock_mixed_chunk_same_scenario(tmp_path: Path) -> None:
+def test_stock_mixed_chunk_same_scenario(tmp_path: Path, tree_cache: str) -> None:
     """The harness itself: stock mixed-chunk SGLang on the same queue never parks."""
     clock = FakeClock()
     cs = CpuScheduler(
         tmp_path / "m",
+        tree_cache=tree_cache,
         fairbatching=None,
         clock=clock,
         kv_tokens=KV_TOKENS,
@@ -125,10 +127,13 @@ def test_stock_mixed_chunk_same_scenario(tmp_path: Path) -> None:
     assert stats["parked_steps"] == 0 and stats["mixed_steps"] > 0
 
 
-def test_raising_policy_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_raising_policy_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tree_cache: str
+) -> None:
     clock = FakeClock()
     cs = CpuScheduler(
         tmp_path / "m",
+        tree_cache=tree_cache,
         fairbatching=LOOSE,
         clock=clock,
         kv_tokens=KV_TOKENS,
@@ -144,12 +149,13 @@ def test_raising_policy_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert stats["parked_steps"] == 0  # stock mixed chunks: nothing parked
 
 
-def test_penalized_batch_is_never_split(tmp_path: Path) -> None:
-    """A penalizer's state is batch-level (shared by a shallow split): no row of such a batch
-    may be parked, whatever its slack."""
+def test_penalized_batch_is_never_split(tmp_path: Path, tree_cache: str) -> None:
+    """A penalizer's state is batch-level (its rows' history): no row of such a batch may be
+    parked, whatever its slack."""
     clock = FakeClock()
     cs = CpuScheduler(
         tmp_path / "m",
+        tree_cache=tree_cache,
         fairbatching=LOOSE,
         clock=clock,
         kv_tokens=KV_TOKENS,

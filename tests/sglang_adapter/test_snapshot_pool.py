@@ -18,6 +18,7 @@ pytest.importorskip("sglang")
 
 from conftest import FakeClock  # noqa: E402
 from cpu_harness import CpuScheduler  # noqa: E402
+from sglang.srt.managers.schedule_batch import FINISH_ABORT  # noqa: E402
 
 from fairbatching_sglang.core.slo import SloTargets  # noqa: E402
 from fairbatching_sglang.core.snapshot import (  # noqa: E402
@@ -42,11 +43,13 @@ TIGHT = {"fairbatching_tpot_slo_ms": 14.0, "fairbatching_ttft_slo_ms": 300.0}
 def _reference(inp: SnapshotInputs) -> SchedulerSnapshot:
     """build_snapshot's meaning, one request at a time, through SchedulerSnapshot.build."""
     decodes = []
-    future_kv = 0
+    running_offset = 0.0  # PrefillAdder.__init__: _get_running_request_total_token_offset
     for req in inp.running_reqs:
         st = req.fairbatching_state
         n_out = max(len(req.output_ids), st.num_scheduled_tokens)
-        future_kv += st.max_new_tokens - n_out
+        ratio = 1.0 if req.sampling_params.ignore_eos else inp.new_token_ratio
+        left = req.sampling_params.max_new_tokens - len(req.output_ids)
+        running_offset += min(left, CLIP_MAX_NEW_TOKENS) * ratio
         decodes.append(
             DecodeRequest(
                 arrival_ms=st.arrival_ms,
@@ -66,20 +69,20 @@ def _reference(inp: SnapshotInputs) -> SchedulerSnapshot:
         cached = req.prefix_len
         if i == 0 and chunked is not None:
             cached = max(cached, chunked.extend_end or 0)
-        left = st.max_new_tokens - out
         prefills.append(
             PrefillRequest(
                 arrival_ms=st.arrival_ms,
                 slo=SloTargets(st.ttft_slo_ms, st.tpot_slo_ms),
                 num_remaining_tokens=max(st.prompt_len + out - cached, 1),
                 num_cached_tokens=cached,
-                kv_reserve_tokens=(
-                    int(min(left, CLIP_MAX_NEW_TOKENS) * inp.new_token_ratio) if left > 0 else 0
-                ),
+                # _commit_prefill_admission: the whole clipped output, plus the page overhead.
+                kv_reserve_tokens=min(st.max_new_tokens, CLIP_MAX_NEW_TOKENS)
+                + inp.req_token_overhead,
                 is_continuing=i == 0 and chunked is not None,
             )
         )
-    kv_free = inp.kv_free_tokens - int(future_kv * inp.new_token_ratio)
+    # The adder admits while total_tokens < remaining_total (strict).
+    kv_free = math.ceil(inp.kv_free_tokens - running_offset) - 1
     return SchedulerSnapshot.build(
         inp.now_ms,
         decodes,
@@ -106,9 +109,11 @@ def _assert_same(fast: SchedulerSnapshot, ref: SchedulerSnapshot) -> None:
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["normal", "overlap"])
 def test_fast_snapshot_matches_per_request_reference(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool, tree_cache: str
 ) -> None:
-    """Every step of a run with parking, churn (arrivals, finishes) and per-request SLOs."""
+    """Every step of a run with parking, churn (arrivals, finishes), per-request SLOs, rows
+    with and without ignore_eos (their reserves differ), an output cap above the adder's clip
+    and an abort."""
     clock = FakeClock()
     cs = CpuScheduler(
         tmp_path / "m",
@@ -117,6 +122,7 @@ def test_fast_snapshot_matches_per_request_reference(
         kv_tokens=400_000,
         chunked_prefill_size=2048,
         enable_overlap=overlap,
+        tree_cache=tree_cache,
     )
     seen: list[int] = []
     build = hook_module.build_snapshot
@@ -129,9 +135,12 @@ def test_fast_snapshot_matches_per_request_reference(
 
     monkeypatch.setattr(hook_module, "build_snapshot", checked)
     parked_steps = 0
-    for _ in range(48):
-        cs.add_request(200, 40)
+    for j in range(48):
+        cs.add_request(200, 40, ignore_eos=j % 3 != 0)
+    long_one = cs.add_request(120, CLIP_MAX_NEW_TOKENS + 500)
     for i in range(160):
+        if i == 30:
+            long_one.to_finish = FINISH_ABORT()  # what Scheduler.abort_request sets
         if i == 8:
             cs.add_request(100, 30, custom_params=TIGHT)
             for _ in range(5):
@@ -140,7 +149,7 @@ def test_fast_snapshot_matches_per_request_reference(
             for _ in range(4):
                 cs.add_request(300 + i, 10 + i % 7)
         if i % 2 == 0:  # a steady stream, so most steps plan a prefill
-            cs.add_request(150 + 7 * (i % 11), 20 + i % 13)
+            cs.add_request(150 + 7 * (i % 11), 20 + i % 13, ignore_eos=i % 4 == 0)
         cs.step()
         clock.advance_ms(12.0)
         plan = cs.s.fairbatching.last_plan
@@ -148,6 +157,7 @@ def test_fast_snapshot_matches_per_request_reference(
     assert cs.s.fairbatching.num_fallbacks == 0
     assert len(seen) > 80 and max(seen) >= 40 and parked_steps >= 3
     assert cs.s.fairbatching.num_steps > 0
+    assert long_one.finished() and len(long_one.output_ids) < CLIP_MAX_NEW_TOKENS
 
 
 def test_trusted_rows_equal_validated_rows() -> None:
