@@ -8,6 +8,8 @@
 #       --router fairbatching-admission|smg-least-load|smg-power-of-two|smg-round-robin|smg-cache-aware \
 #       [--arm fairbatching|sglang-mixed|sglang-default] [--tp 2 | --gpus 0,1,2,3] \
 #       [--rates 1,2] [--out DIR] [--dry-run]
+#   harness/run_cluster.sh --backend emulated --trace T --replicas 2 [--device-model SPEC] ...
+#       (real SGLang replicas on CPU with emulated devices; no --model, no GPUs)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${FAIRBATCHING_PYTHON:-$ROOT/.venv/bin/python}"

@@ -4,7 +4,8 @@ Layout of an output directory (each file written as soon as its run finishes, so
 arm never loses another's results):
   ab.json                       configuration, command, versions, backend label, trace
   <arm>/x<rate>/status.json     one run (+ requests.parquet, steps.parquet, summary.*, run.json)
-  <arm>/capacity.json           every probe and the capacity at each target
+  <arm>/capacity.json           every probe, the capacity at each target and its bound
+                                ("found" | "lower" | "unknown": see capacity.CapacityResult)
   report.md, *.csv, plots/      made by fairbatching_sglang.report from the files above
 """
 
@@ -20,8 +21,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fairbatching_sglang.harness.arms import Arm
-from fairbatching_sglang.harness.capacity import CapacityConfig, ProbeCache, find_capacity
-from fairbatching_sglang.harness.outcome import RunOutcome, rate_dir_name
+from fairbatching_sglang.harness.capacity import (
+    CapacityConfig,
+    InvalidMeasurement,
+    ProbeCache,
+    find_capacity,
+)
+from fairbatching_sglang.harness.outcome import ArmUnavailable, RunOutcome, rate_dir_name
 
 
 class ArmSession(Protocol):
@@ -29,10 +35,14 @@ class ArmSession(Protocol):
 
 
 class Backend(Protocol):
-    kind: str  # "simulated" | "measured"
+    kind: str  # "simulated" | "measured" | "emulated"
 
     @property
     def label(self) -> str: ...
+
+    def describe(self) -> dict[str, Any]:
+        """ab.json entries naming the device (profile, GPU, device model, ...)."""
+        ...
 
     def open_arm(self, arm: Arm, arm_dir: Path) -> AbstractContextManager[ArmSession]: ...
 
@@ -56,6 +66,8 @@ class ArmResult:
     arm: str
     runs: dict[float, RunOutcome] = field(default_factory=dict)
     capacity: dict[str, float | None] = field(default_factory=dict)
+    # target -> {"bound": "lower" | "unknown", "invalid_rate", "reason"}; absent when found
+    capacity_notes: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: str = "ok"
     error: str | None = None
 
@@ -98,20 +110,33 @@ def run_arm(
         if on_run is not None:
             on_run(outcome)
         if outcome.status == "start_failed":
-            raise _ArmUnavailable(outcome.error or "server did not start")
+            raise ArmUnavailable(outcome.error or "server did not start")
         return outcome
+
+    def probe(rate: float) -> float:
+        # An invalid run is not a measurement: the search must not bisect on it.
+        o = run(rate, cfg.keep_probe_records)
+        if o.status == "invalid":
+            raise InvalidMeasurement(rate, o.error or "invalid run")
+        return o.attainment
 
     try:
         with backend.open_arm(arm, arm_dir) as session:
             for rate in cfg.rates:
                 run(rate, True)
             if cfg.capacity is not None:
-                cache = ProbeCache(lambda r: run(r, cfg.keep_probe_records).attainment)
+                cache = ProbeCache(probe)
                 for target in cfg.capacity_targets:
                     res = find_capacity(cache, target, cfg.capacity)
                     result.capacity[f"{target:g}"] = res.capacity
-                _write_capacity(arm_dir, arm.name, cfg, result, cache.probes)
-    except _ArmUnavailable as exc:
+                    if res.invalid_rate is not None:
+                        result.capacity_notes[f"{target:g}"] = {
+                            "bound": res.bound,
+                            "invalid_rate": res.invalid_rate,
+                            "reason": res.invalid_reason,
+                        }
+                _write_capacity(arm_dir, arm.name, cfg, result, cache.probes, cache.invalid)
+    except ArmUnavailable as exc:
         result.status, result.error = "start_failed", str(exc)
     except Exception as exc:
         result.status, result.error = "error", f"{exc!r}\n{traceback.format_exc()}"
@@ -120,20 +145,26 @@ def run_arm(
     return result
 
 
-class _ArmUnavailable(RuntimeError):
-    pass
-
-
 def _write_capacity(
-    arm_dir: Path, name: str, cfg: AbConfig, result: ArmResult, probes: dict[float, float]
+    arm_dir: Path,
+    name: str,
+    cfg: AbConfig,
+    result: ArmResult,
+    probes: dict[float, float],
+    invalid: dict[float, str] | None = None,
 ) -> None:
     doc = {
         "arm": name,
         "status": result.status,
         "error": result.error,
         "capacity": result.capacity,
+        "bounds": {
+            k: result.capacity_notes.get(k, {}).get("bound", "found") for k in result.capacity
+        },
+        "capacity_notes": result.capacity_notes,
         "search": asdict(cfg.capacity) if cfg.capacity else None,
         "probes": [{"rate_scale": r, "slo_attainment": a} for r, a in probes.items()],
+        "invalid_probes": [{"rate_scale": r, "reason": why} for r, why in (invalid or {}).items()],
     }
     (arm_dir / "capacity.json").write_text(json.dumps(doc, indent=2) + "\n")
 
@@ -159,7 +190,9 @@ def run_ab(
 ) -> dict[str, Any]:
     """Run every arm, then every arm again at the common detail rate (records kept)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    index: dict[str, Any] = {**meta, "backend": backend.kind, "label": backend.label}
+    describe = getattr(backend, "describe", None)  # optional for test doubles
+    index: dict[str, Any] = {**(describe() if describe else {}), **meta}
+    index.update(backend=backend.kind, label=backend.label)
     index["config"] = asdict(cfg)
     _write_index(out_dir, index)
     results = [run_arm(backend, arm, cfg, out_dir, on_run) for arm in arms]
@@ -181,6 +214,7 @@ def run_ab(
             "status": r.status,
             "error": r.error,
             "capacity": r.capacity,
+            "capacity_notes": r.capacity_notes,
             "runs": {rate_dir_name(k): v.status for k, v in sorted(r.runs.items())},
         }
         for r in results

@@ -1,10 +1,10 @@
-"""`fairbatching ab`: A/B runs of several arms (simulated or on a GPU) with capacity search."""
+"""`fairbatching ab`: A/B runs of several arms (simulated, on a GPU, or on the real SGLang server
+with an emulated device) with capacity search."""
 
 from __future__ import annotations
 
 import platform
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +14,22 @@ import typer
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+def _device_model(value: str) -> str:
+    """Parse-time check of --device-model (the error names the flag and the bad part)."""
+    from fairbatching_sglang.profiles.device_spec import DeviceSpecError, parse_device_model
+
+    try:
+        parse_device_model(value, flag="--device-model")
+    except DeviceSpecError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return value
+
+
+def _bound(value: float | None) -> float | None:
+    # A negative threshold switches that check off (typer has no "none" for floats).
+    return None if value is not None and value < 0 else value
 
 
 def ab(
@@ -28,7 +44,11 @@ def ab(
         ),
     ] = "sglang-default,sglang-mixed,fairbatching",
     backend: Annotated[
-        str, typer.Option(help="sim | gpu | auto (gpu when nvidia-smi finds a GPU).")
+        str,
+        typer.Option(
+            help="sim | gpu | emulated (real SGLang server on CPU, emulated device) | auto "
+            "(gpu when nvidia-smi finds a GPU, else sim)."
+        ),
     ] = "auto",
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default runs/ab-...).")
@@ -48,31 +68,75 @@ def ab(
     slo_ttft_ms: Annotated[float, typer.Option(help="TTFT SLO (ms).")] = 1000.0,
     slo_tpot_ms: Annotated[float, typer.Option(help="TPOT SLO (ms).")] = 50.0,
     profile: Annotated[
-        str, typer.Option(help="Cost profile (sim truth; FairBatching's model).")
+        str,
+        typer.Option(
+            help="Cost profile: FairBatching's planner model; also the sim truth and the "
+            "emulated GPU (its prices and KV capacity)."
+        ),
     ] = ("h100-llama3.1-8b"),
     trace_format: Annotated[str | None, typer.Option("--format", help="Trace format.")] = None,
     start_s: Annotated[float | None, typer.Option("--start", help="Window start (s).")] = None,
     duration_s: Annotated[float | None, typer.Option("--duration", help="Window (s).")] = None,
     max_rows: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
-    # GPU backend
+    # Measured backends (gpu, emulated)
     model: Annotated[str | None, typer.Option(help="GPU: --model-path for the server.")] = None,
-    stock_venv: Annotated[Path | None, typer.Option(help="GPU: venv with stock sglang.")] = None,
-    patched_venv: Annotated[Path | None, typer.Option(help="GPU: venv with patched sglang.")] = (
-        None
-    ),
+    stock_venv: Annotated[
+        Path | None, typer.Option(help="gpu/emulated: venv with stock sglang.")
+    ] = None,
+    patched_venv: Annotated[
+        Path | None, typer.Option(help="gpu/emulated: venv with patched sglang.")
+    ] = None,
     venv: Annotated[
-        Path | None, typer.Option(help="GPU: one venv; the patch is applied/reverted per arm.")
+        Path | None,
+        typer.Option(
+            help="gpu/emulated: one venv; the patch is applied/reverted per arm "
+            "(emulated default: this interpreter, patched, never toggled)."
+        ),
     ] = None,
-    port: Annotated[int, typer.Option(help="GPU: server port.")] = 30000,
+    port: Annotated[int, typer.Option(help="gpu/emulated: server port.")] = 30000,
     server_arg: Annotated[
-        list[str] | None, typer.Option(help="GPU: extra server argument (repeatable).")
+        list[str] | None, typer.Option(help="gpu/emulated: extra server argument (repeatable).")
     ] = None,
-    request_timeout_s: Annotated[float, typer.Option(help="GPU: per-request timeout (s).")] = 600.0,
-    max_in_flight: Annotated[int, typer.Option(help="GPU: connection cap (counted if hit).")] = (
-        4096
-    ),
-    health_timeout_s: Annotated[float, typer.Option(help="GPU: wait for /health (s).")] = 900.0,
+    request_timeout_s: Annotated[
+        float, typer.Option(help="gpu/emulated: per-request timeout (s).")
+    ] = 600.0,
+    max_in_flight: Annotated[
+        int, typer.Option(help="gpu/emulated: connection cap (counted if hit).")
+    ] = 4096,
+    health_timeout_s: Annotated[
+        float | None,
+        typer.Option(help="gpu/emulated: wait for /health (s; default gpu 900, emulated 180)."),
+    ] = None,
+    num_warmup: Annotated[int, typer.Option(help="gpu/emulated: warm-up requests.")] = 4,
+    # Emulated device
+    device_model: Annotated[
+        str,
+        typer.Option(
+            callback=_device_model,
+            help="Emulated: what a step really costs: profile, "
+            "profile:bias=0.05,noise=0.03,seed=0, steplog:PATH (profiles/device_spec.py).",
+        ),
+    ] = "profile",
+    emulated_overhead_ms: Annotated[
+        float | None, typer.Option(help="Emulated: per-step CPU/launch time (ms, default 0.5).")
+    ] = None,
+    emulated_max_total_tokens: Annotated[
+        int | None, typer.Option(help="Emulated: KV pool (default: the profile's capacity).")
+    ] = None,
+    max_idle_frac: Annotated[
+        float,
+        typer.Option(help="Emulated validity: device idle for the CPU / busy (<0: off)."),
+    ] = 0.05,
+    max_late_frac: Annotated[
+        float, typer.Option(help="Emulated validity: late result processing / busy (<0: off).")
+    ] = 0.10,
+    max_late_p99_ms: Annotated[
+        float, typer.Option(help="Emulated validity: p99 late_ms bound (ms, <0: off).")
+    ] = 10.0,
+    max_dispatch_lag_p99_ms: Annotated[
+        float, typer.Option(help="Emulated validity: client dispatch lag p99 (ms, <0: off).")
+    ] = 50.0,
 ) -> None:
     """Run ARMS on TRACE, search capacity, write one directory per arm/rate and a report."""
     from rich.console import Console
@@ -83,7 +147,15 @@ def ab(
     from fairbatching_sglang.harness.arms import resolve_arms
     from fairbatching_sglang.harness.capacity import CapacityConfig
     from fairbatching_sglang.harness.gpu_backend import gpu_name
+    from fairbatching_sglang.harness.measured_cli import (
+        MeasuredOptions,
+        OptionError,
+        build_measured_backend,
+        warn_without_gpu,
+    )
     from fairbatching_sglang.harness.outcome import RunOutcome
+    from fairbatching_sglang.harness.preflight import PreflightError
+    from fairbatching_sglang.harness.starvation import StarvationThresholds
     from fairbatching_sglang.profiles import ProfileError, load_profile
     from fairbatching_sglang.report import write_report
     from fairbatching_sglang.workload import TraceError, load_trace
@@ -91,8 +163,8 @@ def ab(
     console = Console(stderr=True)
     gpu = gpu_name() if backend in ("auto", "gpu") else None
     kind = ("gpu" if gpu else "sim") if backend == "auto" else backend
-    if kind not in ("sim", "gpu"):
-        raise typer.BadParameter("--backend must be sim, gpu or auto")
+    if kind not in ("sim", "gpu", "emulated"):
+        raise typer.BadParameter("--backend must be sim, gpu, emulated or auto")
     command = "fairbatching ab " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [])
     try:
         arm_list = resolve_arms([a.strip() for a in arms.split(",") if a.strip()], kind)
@@ -120,15 +192,34 @@ def ab(
 
         be = SimBackend(table, prof, slo, SimConfig(), command)
     else:
-        be = _gpu_backend(
-            table, slo, command, gpu, model, stock_venv, patched_venv, venv, port, server_arg,
-            request_timeout_s, max_in_flight, health_timeout_s, profile,
+        opts = MeasuredOptions(
+            kind=kind, profile=profile, model=model, stock_venv=stock_venv,
+            patched_venv=patched_venv, venv=venv, port=port,
+            server_args=tuple(server_arg or ()), request_timeout_s=request_timeout_s,
+            max_in_flight=max_in_flight, health_timeout_s=health_timeout_s, gpu=gpu,
+            device_model=device_model, emulated_overhead_ms=emulated_overhead_ms,
+            emulated_max_total_tokens=emulated_max_total_tokens, num_warmup=num_warmup,
+            thresholds=StarvationThresholds(
+                _bound(max_idle_frac), _bound(max_late_frac), _bound(max_late_p99_ms),
+                _bound(max_dispatch_lag_p99_ms),
+            ),
         )  # fmt: skip
+        if (warning := warn_without_gpu(opts)) is not None:
+            typer.echo(warning, err=True)
+        try:
+            be = build_measured_backend(opts, table, slo, command)
+            sglang_versions = be.preflight(arm_list)  # before any server starts
+        except OptionError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        except PreflightError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
     out_dir = out or Path("runs") / f"ab-{kind}-{trace.stem}"
     meta = {
         "command": command,
         "versions": {"fairbatching_sglang": __version__, "python": platform.python_version()},
         "profile": prof.name if kind == "sim" else profile,
+        "label": be.label,
         "slo": {"ttft_slo_ms": slo_ttft_ms, "tpot_slo_ms": slo_tpot_ms},
         "trace": {
             "source": str(table.source),
@@ -147,44 +238,12 @@ def ab(
             + (f" ({(o.error or '').splitlines()[0]})" if o.error else "")
         )
 
+    if kind != "sim":
+        meta["versions"]["sglang"] = sorted(set(sglang_versions.values()))
+        meta["interpreters"] = sorted(sglang_versions)
+    if kind == "emulated":
+        meta["device_model"] = be.recipe.describe()["device_model"]
     with console.status(f"A/B on {table.num_requests} requests ({be.label})"):
         run_ab(be, arm_list, cfg, out_dir, meta, on_run)
     report = write_report(out_dir, title)
     console.print(f"report: {report}")
-
-
-def _gpu_backend(
-    table, slo, command, gpu, model, stock_venv, patched_venv, venv, port, server_arg,
-    request_timeout_s, max_in_flight, health_timeout_s, profile,
-):  # fmt: skip
-    from fairbatching_sglang.harness.client import ClientConfig
-    from fairbatching_sglang.harness.gpu_backend import GpuBackend, GpuConfig
-    from fairbatching_sglang.harness.server import ServerSpec
-
-    if model is None:
-        raise typer.BadParameter("--backend gpu needs --model")
-    if venv is not None:
-        stock = patched = str(venv / "bin/python")
-        mode = "toggle"
-    elif stock_venv is not None and patched_venv is not None:
-        stock, patched, mode = (
-            str(stock_venv / "bin/python"),
-            str(patched_venv / "bin/python"),
-            "none",
-        )
-    else:
-        raise typer.BadParameter("--backend gpu needs --venv, or --stock-venv and --patched-venv")
-    if gpu is None and shutil.which("nvidia-smi") is None:
-        typer.echo("warning: nvidia-smi not found; the GPU run will probably fail", err=True)
-    spec = ServerSpec(
-        python=stock,
-        model_path=model,
-        port=port,
-        extra_args=tuple(server_arg or ()),
-        health_timeout_s=health_timeout_s,
-    )
-    client = ClientConfig(
-        base_url=spec.base_url, request_timeout_s=request_timeout_s, max_in_flight=max_in_flight
-    )
-    cfg = GpuConfig(stock, patched, spec, profile=profile, patch_mode=mode, client=client)
-    return GpuBackend(table, slo, cfg, command, gpu=gpu or "unknown GPU")

@@ -6,6 +6,10 @@ earlier responses), with exactly its trace input length (`input_ids`) and output
 tokens stamps all k at its arrival time); TTFT counts from the scheduled time, so client lag is
 charged to the system under test and reported separately as dispatch_lag_ms. Every request ends
 in exactly one record with status ok / failed / timeout.
+
+Every request carries an explicit `rid` f"{run_token}-{i:08d}": unique per run (the token is
+per replay) and fixed width, because SGLang aborts by rid *prefix* (scheduler.py ~5715): with
+SGLang's own or short ids a late abort of `req-1` killed `req-10..req-199`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +43,7 @@ class ClientConfig:
     start_delay_s: t0 is this far after the call, so the first requests are not late by setup.
     prepare_ahead_s: a request's body is built this long before its send time (long prompts take
     milliseconds to serialise; building them at send time would show up as dispatch lag).
+    run_token: prefix of the request ids (default: a fresh one per replay, new_run_token()).
     """
 
     base_url: str
@@ -48,6 +54,17 @@ class ClientConfig:
     start_delay_s: float = 0.5
     prepare_ahead_s: float = 0.25
     tokens: TokenConfig = field(default_factory=TokenConfig)
+    run_token: str | None = None
+
+
+def new_run_token() -> str:
+    """Time + 6 random hex digits: distinct across runs, replicas and retries."""
+    return f"fb{time.strftime('%Y%m%d%H%M%S')}{secrets.token_hex(3)}"
+
+
+def request_id(run_token: str, i: int) -> str:
+    # Fixed width: no id is a prefix of another (SGLang aborts by rid prefix).
+    return f"{run_token}-{i:08d}"
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,7 @@ class ReplayResult:
     wall_s: float
     num_cap_waits: int
     max_in_flight_seen: int
+    run_token: str = ""
 
     def counts(self) -> dict[str, int]:
         vc = self.records["status"].value_counts()
@@ -82,6 +100,7 @@ class _Replay:
         self.max_in_flight_seen = 0
         self.num_cap_waits = 0
         self.t0 = 0.0
+        self.run_token = cfg.run_token or new_run_token()
 
     def _ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000.0
@@ -90,6 +109,7 @@ class _Replay:
         hashes = self.work.hash_ids[i] if self.work.hash_ids is not None else None
         ids = prompt_ids(self.cfg.tokens, i, int(self.work.input_tokens[i]), hashes)
         payload = {
+            "rid": request_id(self.run_token, i),
             "input_ids": ids,
             "sampling_params": {
                 "max_new_tokens": int(self.work.output_tokens[i]),
@@ -203,6 +223,7 @@ class _Replay:
         end_ms = self._ms()
         self.rows[i] = {
             "rid": i,
+            "request_id": request_id(self.run_token, i),
             "status": status,
             "arrival_ms": sched_ms,
             "input_tokens": int(self.work.input_tokens[i]),
@@ -245,6 +266,7 @@ async def replay_async(
         wall_s=wall_s,
         num_cap_waits=r.num_cap_waits,
         max_in_flight_seen=r.max_in_flight_seen,
+        run_token=r.run_token,
     )
 
 

@@ -4,14 +4,20 @@
         --venv .venv-sglang --router fairbatching-admission --out runs/cluster-fb
     (harness/run_cluster.sh is the same with the project venv; see harness/CLUSTER.md)
 
-Per rate (a fresh cluster each, like the single-server GPU backend): start the replicas (each in
-its own process group, CUDA_VISIBLE_DEVICES set to its GPUs), wait for /health, warm each one up
+Backends (--backend): gpu (replica k gets CUDA_VISIBLE_DEVICES = its GPUs) or emulated (each
+replica is the real SGLang server on CPU with an emulated device, measured_backend.py's recipe:
+no GPUs, a device step log per replica, the run judged for CPU starvation).
+
+Per rate (a fresh cluster each, like the single-server backends): start the replicas (each in
+its own process group, all at once), wait for /health, warm each one up
 and flush its cache, start the router and wait until it sees every replica, replay the trace
 against the router with the harness's client, sample every replica's /v1/loads, stop everything.
 Run directory: run.json (command, versions, config, every process's argv and exit status),
-summary.json, requests.parquet, router.log (+ router_stats.json for our router),
-replicas/rK/{server.log,loads.jsonl,step_log.jsonl}. A replica or router that exits during the
-replay is recorded as crashed (status "crashed"); SIGINT/SIGTERM/SIGHUP stop everything.
+summary.json, requests.parquet (with the replica that served each request, from the replicas'
+request logs), router.log (+ router_stats.json for our router), replicas/rK/{server.log,
+loads.jsonl,step_log.jsonl,summary.json, device_steps.jsonl (emulated)}. A replica or router
+that exits during the replay is recorded as crashed (status "crashed"), a CPU-starved emulated
+run as "invalid"; SIGINT/SIGTERM/SIGHUP stop everything.
 
 Routers: smg-round-robin, smg-least-load, smg-power-of-two, smg-cache-aware (the maintained SGLang
 router `smg`, extra `cluster`) and fairbatching-admission (`fairbatching_sglang.router`, which needs
@@ -25,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import shlex
 import shutil
 import signal
@@ -41,12 +48,15 @@ import typer
 
 from fairbatching_sglang import __version__
 from fairbatching_sglang.harness.arms import ARMS, Arm, resolve_arms
+from fairbatching_sglang.harness.replica_attribution import LOG_REQUEST_FLAGS
 from fairbatching_sglang.harness.server import (
     ManagedProcess,
     ServerProcess,
     ServerSpec,
     ServerStartError,
+    launch_server_argv,
 )
+from fairbatching_sglang.harness.starvation import StarvationThresholds
 
 SMG_POLICIES = {
     "smg-round-robin": "round_robin",
@@ -82,8 +92,19 @@ class ClusterConfig:
     health_timeout_s: float = 900.0
     num_warmup: int = 4
     stop_grace_s: float = 30.0  # SIGTERM, then SIGKILL after this long (smg drains for 5 s)
+    backend: str = "gpu"  # "gpu" | "emulated"
+    device_model: str = "profile"  # emulated: the --device-model spec
+    emulated_overhead_ms: float = 0.5
+    emulated_max_total_tokens: int | None = None
+    thresholds: StarvationThresholds = field(default_factory=StarvationThresholds)
+    log_requests: bool = True  # replicas log rids: records name the replica that served them
+    # smg's Prometheus listener (its default 0.0.0.0:29000 collides with any other smg on the
+    # machine); None keeps smg's default.
+    router_metrics_port: int | None = None
 
     def __post_init__(self) -> None:
+        if self.backend not in ("gpu", "emulated"):
+            raise ValueError(f"--backend must be gpu or emulated, not {self.backend!r}")
         if self.num_replicas < 1:
             raise ValueError("--replicas must be >= 1")
         if self.router not in ROUTERS:
@@ -105,6 +126,22 @@ class ClusterConfig:
     @property
     def per_replica(self) -> int:
         return self.gpus_per_replica or self.tp_size
+
+    @property
+    def emulated(self) -> bool:
+        return self.backend == "emulated"
+
+    def emulated_recipe(self) -> Any:  # EmulatedRecipe (imported lazily: GPU runs skip it)
+        from fairbatching_sglang.emulator.launch import EmulatedServerConfig
+        from fairbatching_sglang.harness.emulated_backend import EmulatedRecipe
+
+        device = EmulatedServerConfig(
+            device_model=self.device_model,
+            profile=self.profile,
+            overhead_ms=self.emulated_overhead_ms,
+            max_total_tokens=self.emulated_max_total_tokens,
+        )
+        return EmulatedRecipe(device, self.profile, self.thresholds)
 
     @property
     def arm_obj(self) -> Arm:
@@ -134,13 +171,22 @@ def replica_processes(cfg: ClusterConfig, run_dir: Path) -> list[ServerProcess]:
     from fairbatching_sglang.core import SloTargets
 
     arm = cfg.arm_obj
+    recipe = cfg.emulated_recipe() if cfg.emulated else None
     out = []
     for k in range(cfg.num_replicas):
         rdir = run_dir / "replicas" / f"r{k}"
         flags = arm.gpu_flags(SloTargets(cfg.ttft_slo_ms, cfg.tpot_slo_ms), cfg.profile)
         if arm.is_fairbatching and cfg.step_log:
             flags += ["--fairbatching-step-log", str(rdir / "step_log.jsonl")]
+        if cfg.log_requests:
+            flags += list(LOG_REQUEST_FLAGS)
         extra = (("--tp-size", str(cfg.tp_size)) if cfg.tp_size > 1 else ()) + cfg.server_args
+        # CPU replicas need no GPU placement; each gets its own device step log.
+        env = (
+            recipe.server_env(rdir)
+            if recipe is not None
+            else {"CUDA_VISIBLE_DEVICES": ",".join(cfg.replica_gpus(k))}
+        )
         spec = ServerSpec(
             python=cfg.python,
             model_path=cfg.model_path,
@@ -148,9 +194,10 @@ def replica_processes(cfg: ClusterConfig, run_dir: Path) -> list[ServerProcess]:
             port=cfg.base_port + k,
             extra_args=tuple(extra),
             health_timeout_s=cfg.health_timeout_s,
-            env={"CUDA_VISIBLE_DEVICES": ",".join(cfg.replica_gpus(k))},
+            env=env,
         )
-        out.append(ServerProcess(spec, flags, rdir / "server.log"))
+        argv = recipe.server_argv(spec, flags) if recipe else launch_server_argv(spec, flags)
+        out.append(ServerProcess(spec, flags, rdir / "server.log", argv=argv))
     return out
 
 
@@ -174,6 +221,11 @@ def router_argv(cfg: ClusterConfig) -> list[str]:
         "1",  # smg's minimum (whole seconds); its default is 10
         "--log-level",
         "info",
+        *(
+            ["--prometheus-host", cfg.host, "--prometheus-port", str(cfg.router_metrics_port)]
+            if cfg.router_metrics_port is not None
+            else []
+        ),
         *cfg.router_args,
     ]
 
@@ -221,7 +273,7 @@ def wait_router_ready(
 
 
 def _versions(cfg: ClusterConfig) -> dict[str, Any]:
-    from fairbatching_sglang.harness.gpu_backend import sglang_version
+    from fairbatching_sglang.harness.preflight import sglang_version
 
     v: dict[str, Any] = {"fairbatching_sglang": __version__, "sglang": sglang_version(cfg.python)}
     if cfg.router != FB_ROUTER:
@@ -254,21 +306,20 @@ def run_cluster(
 
     from fairbatching_sglang.harness.client import (
         ClientConfig,
-        dispatch_lag_summary,
         replay_async,
     )
-    from fairbatching_sglang.harness.gpu_backend import gpu_name, measured_trace_metadata, warmup
+    from fairbatching_sglang.harness.gpu_backend import gpu_name
     from fairbatching_sglang.harness.loads import sample_loads
-    from fairbatching_sglang.harness.records import write_measured_records
+    from fairbatching_sglang.harness.measured_backend import measured_trace_metadata, warmup
     from fairbatching_sglang.metrics import summarize
 
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = make_plan(cfg, run_dir)
     router = ManagedProcess(plan.router_argv, run_dir / "router.log")  # own process group
     meta: dict[str, Any] = {
-        "kind": "measured-cluster",
+        "kind": "emulated-cluster" if cfg.emulated else "measured-cluster",
         "command": command,
-        "gpu": gpu_name(),
+        "gpu": None if cfg.emulated else gpu_name(),
         "versions": _versions(cfg),
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "rate_scale": rate,
@@ -280,6 +331,9 @@ def run_cluster(
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "status": "starting",
     }
+    if cfg.emulated:
+        meta["label"] = cfg.emulated_recipe().label
+        meta.update(cfg.emulated_recipe().describe())
 
     def save() -> None:
         (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
@@ -293,6 +347,7 @@ def run_cluster(
         for s in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(s, _raise_stop)
     result = None
+    replay_start_s = math.nan
     try:
         try:
             for r in plan.replicas:
@@ -309,6 +364,7 @@ def run_cluster(
             return meta
         meta["status"] = "running"
         save()
+        replay_start_s = time.time()  # device steps before this are warm-up
         client_cfg = ClientConfig(base_url=cfg.router_url, rate_scale=rate)
         if client_overrides:
             client_cfg = replace(client_cfg, **client_overrides)
@@ -337,21 +393,60 @@ def run_cluster(
             meta.update(status="crashed", error=f"exited during the run: {', '.join(crashed)}")
         meta["crashed"] = crashed
         if result is not None:
-            write_measured_records(result.records, run_dir / "requests.parquet")
-            summary = summarize(result.records, span_s=result.span_s)
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            meta.update(
-                counts=result.counts(),
-                replay_wall_s=result.wall_s,
-                num_cap_waits=result.num_cap_waits,
-                max_in_flight_seen=result.max_in_flight_seen,
-                **dispatch_lag_summary(result.records),
-            )
-            if meta["status"] == "running":
-                meta["status"] = "ok"
+            _write_results(cfg, plan, result, meta, replay_start_s, summarize)
         meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         save()
     return meta
+
+
+def _write_results(
+    cfg: ClusterConfig,
+    plan: Plan,
+    result: Any,
+    meta: dict[str, Any],
+    replay_start_s: float,
+    summarize: Any,
+) -> None:
+    """Records (with the serving replica), summaries (cluster and per replica), validity."""
+    from fairbatching_sglang.harness.client import dispatch_lag_summary
+    from fairbatching_sglang.harness.records import write_cluster_records
+    from fairbatching_sglang.harness.replica_attribution import attribute
+    from fairbatching_sglang.harness.starvation import DEVICE_STEP_LOG, assess, read_device_steps
+
+    run_dir = plan.run_dir
+    records = result.records.copy()
+    logs = [r.log_path for r in plan.replicas]
+    records["replica"] = attribute(logs, result.run_token, len(records))
+    write_cluster_records(records, run_dir / "requests.parquet")
+    summary = summarize(records, span_s=result.span_s)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lag = dispatch_lag_summary(records)
+    for k, r in enumerate(plan.replicas):
+        mine = records[records["replica"] == k]
+        meta["replicas"][k]["num_requests"] = len(mine)
+        if len(mine):
+            rs = summarize(mine.reset_index(drop=True), span_s=result.span_s)
+            (r.log_path.parent / "summary.json").write_text(json.dumps(rs, indent=2) + "\n")
+    meta.update(
+        counts=result.counts(),
+        replay_wall_s=result.wall_s,
+        num_cap_waits=result.num_cap_waits,
+        max_in_flight_seen=result.max_in_flight_seen,
+        rid_token=result.run_token,
+        num_unattributed=int((records["replica"] < 0).sum()),
+        **lag,
+    )
+    if cfg.emulated:
+        steps = [
+            read_device_steps(r.log_path.parent / DEVICE_STEP_LOG, since_s=replay_start_s)
+            for r in plan.replicas
+        ]
+        validity = assess(steps, lag["dispatch_lag_ms_p99"], cfg.thresholds, where="r")
+        meta["validity"] = validity.to_dict()
+        if meta["status"] == "running" and not validity.valid:
+            meta.update(status="invalid", error=validity.reason)
+    if meta["status"] == "running":
+        meta["status"] = "ok"
 
 
 async def _replay(plan: Plan, table, slo_table, client_cfg, replay_async, sample_loads):
@@ -380,7 +475,22 @@ def main(
     trace: Annotated[
         Path, typer.Option(help="Trace file (any format `fairbatching trace` reads).")
     ],
-    model: Annotated[str, typer.Option(help="--model-path of every replica.")],
+    model: Annotated[
+        str | None, typer.Option(help="--model-path of every replica (gpu backend).")
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(help="gpu | emulated (real SGLang servers on CPU, emulated devices)."),
+    ] = "gpu",
+    device_model: Annotated[
+        str, typer.Option(help="Emulated: device model spec (see `fairbatching ab --help`).")
+    ] = "profile",
+    emulated_overhead_ms: Annotated[
+        float, typer.Option(help="Emulated: per-step CPU/launch time (ms).")
+    ] = 0.5,
+    emulated_max_total_tokens: Annotated[
+        int | None, typer.Option(help="Emulated: KV pool per replica (default: the profile's).")
+    ] = None,
     router: Annotated[str, typer.Option(help=f"One of: {', '.join(ROUTERS)}.")] = FB_ROUTER,
     arm: Annotated[
         str | None,
@@ -390,9 +500,10 @@ def main(
         ),
     ] = None,
     replicas: Annotated[int, typer.Option(help="Number of SGLang replicas.")] = 2,
-    venv: Annotated[Path | None, typer.Option(help="SGLang venv (patched for FairBatching).")] = (
-        None
-    ),
+    venv: Annotated[
+        Path | None,
+        typer.Option(help="SGLang venv (patched for FairBatching; emulated default: this one)."),
+    ] = None,
     python: Annotated[str | None, typer.Option(help="SGLang interpreter (instead of --venv).")] = (
         None
     ),
@@ -403,6 +514,9 @@ def main(
     ] = None,
     base_port: Annotated[int, typer.Option(help="Replica k listens on base_port + k.")] = 30001,
     router_port: Annotated[int, typer.Option(help="Router port.")] = 30000,
+    router_metrics_port: Annotated[
+        int | None, typer.Option(help="smg: Prometheus port (default smg's 0.0.0.0:29000).")
+    ] = None,
     server_arg: Annotated[list[str] | None, typer.Option(help="Extra replica arg (repeat).")] = (
         None
     ),
@@ -419,7 +533,10 @@ def main(
     duration_s: Annotated[float | None, typer.Option("--duration", help="Window (s).")] = None,
     max_rows: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
     request_timeout_s: Annotated[float, typer.Option(help="Per-request timeout (s).")] = 600.0,
-    health_timeout_s: Annotated[float, typer.Option(help="Wait for replica /health (s).")] = 900.0,
+    health_timeout_s: Annotated[
+        float | None,
+        typer.Option(help="Wait for replica /health (s; default gpu 900, emulated 180)."),
+    ] = None,
     num_warmup: Annotated[int, typer.Option(help="Warm-up requests per replica.")] = 4,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/cluster-...).")] = (
         None
@@ -430,10 +547,30 @@ def main(
 ) -> None:
     """Start REPLICAS SGLang servers behind ROUTER, replay TRACE against it, write the run dir."""
     arm_name = arm or ("fairbatching-ft" if router == FB_ROUTER else "sglang-mixed")
+    emulated = backend == "emulated"
     if python is None:
         python = str(venv / "bin/python") if venv is not None else None
+    if python is None and emulated:
+        python = sys.executable  # patched; with FairBatching off it behaves as stock
     if python is None and not dry_run:
         raise typer.BadParameter("give --venv or --python (the SGLang interpreter)")
+    if emulated:
+        from fairbatching_sglang.emulator.launch import TINY_MODEL_DIR
+        from fairbatching_sglang.harness.emulated_backend import DEFAULT_HEALTH_TIMEOUT_S
+        from fairbatching_sglang.profiles.device_spec import DeviceSpecError, parse_device_model
+
+        if model is not None:
+            raise typer.BadParameter("--model is for --backend gpu (emulated replicas have none)")
+        try:
+            parse_device_model(device_model, flag="--device-model")
+        except DeviceSpecError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        model = str(TINY_MODEL_DIR)
+        health = health_timeout_s or DEFAULT_HEALTH_TIMEOUT_S
+    else:
+        if model is None:
+            raise typer.BadParameter("--backend gpu needs --model")
+        health = health_timeout_s or 900.0
     rate_list = [float(x) for x in rates.split(",") if x.strip()]
     try:
         cfg = ClusterConfig(
@@ -447,22 +584,28 @@ def main(
             gpus_per_replica=gpus_per_replica,
             base_port=base_port,
             router_port=router_port,
+            router_metrics_port=router_metrics_port,
             server_args=tuple(server_arg or ()),
             router_args=tuple(router_arg or ()),
             smg=smg or default_smg(),
             ttft_slo_ms=slo_ttft_ms,
             tpot_slo_ms=slo_tpot_ms,
             profile=profile,
-            health_timeout_s=health_timeout_s,
+            health_timeout_s=health,
             num_warmup=num_warmup,
+            backend=backend,
+            device_model=device_model,
+            emulated_overhead_ms=emulated_overhead_ms,
+            emulated_max_total_tokens=emulated_max_total_tokens,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     out_dir = out or Path("runs") / f"cluster-{router}-{arm_name}-{trace.stem}"
     multi = len(rate_list) > 1
     if dry_run:
+        where = "emulated CPU replicas" if emulated else f"replicas x {cfg.per_replica} GPU(s)"
         typer.echo(
-            f"# {replicas} replicas x {cfg.per_replica} GPU(s), arm {arm_name}, "
+            f"# {replicas} {where}, arm {arm_name}, "
             f"router {router} at {cfg.router_url}, rates {rate_list}"
         )
         typer.echo(
@@ -473,6 +616,15 @@ def main(
         return
     if router != FB_ROUTER and shutil.which(cfg.smg) is None and not Path(cfg.smg).exists():
         raise typer.BadParameter(f"smg not found ({cfg.smg}); pip install -e '.[cluster]'")
+    from fairbatching_sglang.harness.preflight import PreflightError, check_patched, check_sglang
+
+    try:  # a wrong interpreter fails here, not as replicas that never get healthy
+        check_sglang(cfg.python)
+        if cfg.arm_obj.patched:
+            check_patched(cfg.python)
+    except PreflightError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
     from fairbatching_sglang.core import SloTable, SloTargets
     from fairbatching_sglang.workload import TraceError, load_trace

@@ -1,9 +1,11 @@
 """The result of one (arm, rate) run as the harness sees it, and its status.json file.
 
 status: "ok" (the replay ran; its requests may still have failed), "crashed" (the server died
-during the replay: records are kept, failures counted), "start_failed" (no server, no records),
-"error" (the harness itself failed for this run). status.json is written as each run finishes so a
-later crash never loses it.
+during the replay: records are kept, failures counted), "invalid" (the replay ran but is not a
+measurement of the system under test, e.g. a CPU-starved emulated run: records and figures are
+kept, error says why; the capacity search does not use it), "start_failed" (no server, no
+records), "error" (the harness itself failed for this run). status.json is written as each run
+finishes so a later crash never loses it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class RunOutcome:
     @classmethod
     def read(cls, run_dir: Path) -> RunOutcome:
         return cls(**json.loads((run_dir / "status.json").read_text()))
+
+
+class ArmUnavailable(RuntimeError):
+    """An arm that cannot run at all (wrong interpreter, no server): its runs are skipped."""
 
 
 def rate_dir_name(rate: float) -> str:

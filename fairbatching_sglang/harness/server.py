@@ -83,23 +83,36 @@ class ManagedProcess:
         return proc.returncode
 
 
+def launch_server_argv(spec: ServerSpec, flags: list[str]) -> list[str]:
+    """`python -m sglang.launch_server` for a model on the GPU (the emulated backend builds its
+    own argv: emulator/launch.py)."""
+    return [
+        spec.python,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        spec.model_path,
+        "--host",
+        spec.host,
+        "--port",
+        str(spec.port),
+        *spec.extra_args,
+        *flags,
+    ]
+
+
 class ServerProcess(ManagedProcess):
-    def __init__(self, spec: ServerSpec, flags: list[str], log_path: Path) -> None:
+    """argv: the full command line (default: launch_server_argv(spec, flags))."""
+
+    def __init__(
+        self,
+        spec: ServerSpec,
+        flags: list[str],
+        log_path: Path,
+        argv: list[str] | None = None,
+    ) -> None:
         self.spec = spec
-        argv = [
-            spec.python,
-            "-m",
-            "sglang.launch_server",
-            "--model-path",
-            spec.model_path,
-            "--host",
-            spec.host,
-            "--port",
-            str(spec.port),
-            *spec.extra_args,
-            *flags,
-        ]
-        super().__init__(argv, log_path, spec.env)
+        super().__init__(argv or launch_server_argv(spec, flags), log_path, spec.env)
 
     def wait_healthy(self) -> float:
         """Seconds until /health answered 200; raises ServerStartError on exit or timeout."""

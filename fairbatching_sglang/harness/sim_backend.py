@@ -29,6 +29,9 @@ class SimBackend:
     def label(self) -> str:
         return f"SIMULATED (cost profile {self.profile.name}, no GPU)"
 
+    def describe(self) -> dict[str, str]:
+        return {"profile": self.profile.name}
+
     @contextlib.contextmanager
     def open_arm(self, arm: Arm, arm_dir: Path) -> Iterator[SimArmSession]:
         yield SimArmSession(self, arm)

@@ -16,6 +16,20 @@ from fairbatching_sglang.report.tables import (
     sweep_table,
     to_markdown,
 )
+from fairbatching_sglang.report.validity import validity_table
+
+
+def headline(idx: dict, title: str | None) -> str:
+    """The report's first line: always names the backend kind (SIMULATED / MEASURED ON ... /
+    EMULATED), and for an emulated run the device model and the planner's profile."""
+    text = title or "A/B report"
+    label = idx.get("label", "UNKNOWN BACKEND")
+    if idx.get("backend") == "emulated":
+        spec = (idx.get("device_model") or {}).get("spec", "?")
+        tag = f"EMULATED (device model {spec!r}, planner profile {idx.get('profile', '?')})"
+        return f"# {tag}: {text}"
+    word = label.split(" (")[0].split(":")[0]
+    return f"# {text}" if word.split()[0] in text else f"# {word}: {text}"
 
 
 def write_report(root: Path, title: str | None = None) -> Path:
@@ -45,7 +59,7 @@ def write_report(root: Path, title: str | None = None) -> Path:
     slo = idx.get("slo", {})
     trace = idx.get("trace", {})
     lines = [
-        f"# {title or 'A/B report'}",
+        headline(idx, title),
         "",
         f"**{label}**",
         "",
@@ -62,7 +76,9 @@ def write_report(root: Path, title: str | None = None) -> Path:
         "## Capacity (highest rate scale meeting the attainment target)",
         "",
         "Rate scale 1 = the trace's own rate; found by doubling then bisection, every probe is "
-        "listed in `runs.csv` and `<arm>/capacity.json`.",
+        "listed in `runs.csv` and `<arm>/capacity.json`. bound `lower`: the search stopped at "
+        "an invalid probe (not a measurement, see Validity), so the capacity is at least that; "
+        "`unknown`: no valid passing probe; ratios involving either are left out.",
         "",
         to_markdown(cap),
         "## FairBatching / stock ratios",
@@ -83,6 +99,21 @@ def write_report(root: Path, title: str | None = None) -> Path:
             "",
             to_markdown(det.reindex(columns=att_cols), ".4g"),
         ]
+    val = validity_table(data)
+    if len(val):
+        lines += [
+            "## Validity of the emulation (CPU starvation)",
+            "",
+            "The emulated device charges only device time; the scheduler, tokenizer manager, "
+            "detokenizer and the replay client run on this machine's CPU. From the device step "
+            "log of the replay window: device busy time, the idle time the CPU caused (the "
+            "device had work but no launched batch) and late result processing, each relative "
+            "to busy time, p99 of late_ms, and the client's dispatch lag. Runs beyond the "
+            "thresholds are `invalid` (not measurements; thresholds in `run.json`, "
+            "harness/README.md).",
+            "",
+            to_markdown(val, ".3g"),
+        ]
     lines += ["## Plots", "", f"![attainment vs rate]({att_png.relative_to(root)})", ""]
     if cdf_png is not None:
         lines += [f"![TTFT and TPOT CDFs]({cdf_png.relative_to(root)})", ""]
@@ -91,7 +122,8 @@ def write_report(root: Path, title: str | None = None) -> Path:
     if tl_missing:
         lines += [
             f"Timeline omitted for {', '.join(tl_missing)}: no step data (the simulator writes "
-            "steps.parquet; a GPU run has one only when the server wrote a FairBatching step log).",
+            "steps.parquet; a GPU run has one only when the server wrote a FairBatching step "
+            "log; an emulated run has the device's step log).",
             "",
         ]
     failed = data.runs[data.runs["status"] != "ok"] if len(data.runs) else data.runs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from fairbatching_sglang.metrics import request_latencies
-from fairbatching_sglang.profiles.step_log import read_step_log
 from fairbatching_sglang.report.collect import AbData
 
 
@@ -64,7 +64,8 @@ def plot_cdfs(data: AbData, rate: float, path: Path, label: str) -> Path | None:
 
 
 def step_frame(run_dir: Path) -> pd.DataFrame | None:
-    """Per-step composition: simulator steps.parquet, else a server step log, else None."""
+    """Per-step composition: simulator steps.parquet, else a server step log (FairBatching's,
+    else the emulated device's, which every emulated arm has), else None."""
     if (run_dir / "steps.parquet").exists():
         s = pd.read_parquet(run_dir / "steps.parquet")
         return pd.DataFrame(
@@ -76,21 +77,40 @@ def step_frame(run_dir: Path) -> pd.DataFrame | None:
                 "num_steps": s["num_steps"],
             }
         )
-    if (run_dir / "step_log.jsonl").exists():
-        recs = read_step_log(run_dir / "step_log.jsonl")
-        if not recs:
-            return None
-        t0 = recs[0].time_s
-        return pd.DataFrame(
-            {
-                "t_s": [r.time_s - t0 for r in recs],
-                "num_decodes": [r.num_decode_reqs for r in recs],
-                "num_parked": [r.num_parked for r in recs],
-                "num_prefill_tokens": [r.num_prefill_tokens for r in recs],
-                "num_steps": 1,
-            }
-        )
+    for name in ("step_log.jsonl", "device_steps.jsonl"):
+        rows = _timeline_rows(run_dir / name)
+        if rows:
+            t0 = rows[0]["time_s"]
+            return pd.DataFrame(
+                {
+                    "t_s": [r["time_s"] - t0 for r in rows],
+                    "num_decodes": [int(r.get("num_decode_reqs", 0)) for r in rows],
+                    "num_parked": [int(r.get("num_parked") or 0) for r in rows],
+                    "num_prefill_tokens": [int(r.get("num_prefill_tokens", 0)) for r in rows],
+                    "num_steps": 1,
+                }
+            )
     return None
+
+
+def _timeline_rows(path: Path) -> list[dict]:
+    """Step-log lines with a time_s, leniently: the plot needs only the composition, and a
+    FairBatching log also has lines without a measured time (profiles/step_log.py would
+    refuse them)."""
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip() or line.startswith("#"):
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a torn last line
+            if isinstance(row, dict) and isinstance(row.get("time_s"), int | float):
+                rows.append(row)
+    return rows
 
 
 def plot_timeline(

@@ -46,17 +46,26 @@ def detail_table(data: AbData, rate: float) -> pd.DataFrame:
 
 
 def capacity_table(data: AbData) -> pd.DataFrame:
+    """bound_at_T: "found", or "lower" / "unknown" when the search stopped at an invalid probe
+    (then capacity_at_T is only a lower bound, or missing); note says where and why."""
     rows = []
     for arm in data.arms:
         doc = data.capacity.get(arm, {})
         caps = doc.get("capacity", {})
+        bounds = doc.get("bounds", {})
+        notes = doc.get("capacity_notes", {})
         rows.append(
             {
                 "arm": arm,
                 "status": doc.get("status", "missing"),
                 "capacity_at_0.9": caps.get("0.9"),
+                "bound_at_0.9": bounds.get("0.9", "found" if "0.9" in caps else None),
                 "capacity_at_0.99": caps.get("0.99"),
+                "bound_at_0.99": bounds.get("0.99", "found" if "0.99" in caps else None),
                 "num_probes": len(doc.get("probes", [])),
+                "note": "; ".join(
+                    f"{t}: stopped at invalid x{n['invalid_rate']:g}" for t, n in notes.items()
+                ),
             }
         )
     return pd.DataFrame(rows)
@@ -81,8 +90,12 @@ def ratio_table(data: AbData, rate: float | None) -> pd.DataFrame:
         for stock in [a for a in data.arms if not is_fairbatching(a)]:
             row: dict[str, object] = {"fairbatching_arm": fb, "stock_arm": stock}
             for t in ("0.9", "0.99"):
-                row[f"capacity_ratio_at_{t}"] = _ratio(
-                    cap.at[fb, f"capacity_at_{t}"], cap.at[stock, f"capacity_at_{t}"]
+                # A lower bound on either side makes the ratio no measurement.
+                found = all(cap.at[a, f"bound_at_{t}"] in ("found", None) for a in (fb, stock))
+                row[f"capacity_ratio_at_{t}"] = (
+                    _ratio(cap.at[fb, f"capacity_at_{t}"], cap.at[stock, f"capacity_at_{t}"])
+                    if found
+                    else math.nan
                 )
             if det is not None and "ttft_ms_p99" in det.columns:
                 row["ttft_p99_ratio"] = _ratio(

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +24,7 @@ from fairbatching_sglang.harness.cluster_deploy import (
     run_cluster,
 )
 from fairbatching_sglang.workload import RequestTable
+from tests.harness.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 SLO = SloTable(SloTargets(1000.0, 50.0))
@@ -45,6 +44,7 @@ crash_after = int(os.environ.get("FAKE_CRASH_AFTER", "0")) if gpu == os.environ.
 count = [0]
 
 def behavior(body):
+    print("Receive: rid=" + repr(body.get("rid")), flush=True)  # as --log-requests does
     count[0] += 1
     if crash_after and count[0] >= crash_after:
         threading.Timer(0.02, os._exit, (3,)).start()
@@ -87,6 +87,20 @@ def test_plan_gpus_flags_and_routers(tmp_path: Path) -> None:
     assert "CUDA_VISIBLE_DEVICES=0 py -m sglang.launch_server" in text and "smg launch" in text
 
 
+def test_emulated_plan(tmp_path: Path) -> None:
+    cfg = _cfg(backend="emulated", model_path="tiny", device_model="profile:noise=0.02")
+    plan = make_plan(cfg, tmp_path)
+    for k, r in enumerate(plan.replicas):
+        assert "CUDA_VISIBLE_DEVICES" not in r.spec.env  # CPU replicas: no GPU placement
+        assert r.spec.env["FAIRBATCHING_EMULATED_DEVICE"] == "profile:noise=0.02"
+        log = r.spec.env["FAIRBATCHING_EMULATED_STEP_LOG"]
+        assert log == str(tmp_path / f"replicas/r{k}/device_steps.jsonl")
+        assert r.argv[r.argv.index("--device") + 1] == "cpu" and "--sleep-on-idle" in r.argv
+        assert "--log-requests" in r.argv and "--enable-fairbatching" in r.argv
+    with pytest.raises(ValueError, match="--backend must be gpu or emulated"):
+        _cfg(backend="tpu")
+
+
 def test_config_errors() -> None:
     with pytest.raises(ValueError, match="only FairBatching replicas publish"):
         _cfg(arm="sglang-mixed")
@@ -112,24 +126,11 @@ def test_dry_run_cli(tmp_path: Path) -> None:
 
 
 def _ports(n: int) -> tuple[int, int]:
-    """A free router port and a base port with n free ports after it, below the ephemeral range
-    (outgoing connections made meanwhile cannot take them)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 32000 - n)
-        socks = []
-        try:
-            for p in range(base, base + n + 1):
-                sk = socket.socket()
-                socks.append(sk)
-                sk.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            for sk in socks:
-                sk.close()
-        return base + n, base
-    raise RuntimeError("no free ports")
+    """A free router port and a base port with n free ports after it, in the test port range
+    (tests/harness/ports.py; below the ephemeral range, so outgoing connections made meanwhile
+    cannot take them)."""
+    ports = free_ports(n + 1)
+    return ports[-1], ports[0]
 
 
 def _stub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
@@ -171,6 +172,10 @@ def test_run_end_to_end_with_stub_replicas(tmp_path: Path, monkeypatch) -> None:
     rec = pd.read_parquet(run_dir / "requests.parquet")
     assert len(rec) == 20 and (rec["status"] == "ok").all()
     assert json.loads((run_dir / "summary.json").read_text())["num_completed"] == 20
+    # Every request attributed to the replica whose request log names its rid.
+    assert set(rec["replica"]) <= {0, 1} and meta["num_unattributed"] == 0
+    assert sum(r["num_requests"] for r in meta["replicas"]) == 20
+    assert rec["request_id"].str.startswith(meta["rid_token"] + "-").all()
     stats = json.loads((run_dir / "router_stats.json").read_text())
     assert sum(w["num_dispatched"] for w in stats["workers"]) == 20 + 0  # warmup goes direct
     for k in (0, 1):
