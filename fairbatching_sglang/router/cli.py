@@ -50,6 +50,19 @@ def serve(
     max_attempts: Annotated[
         int, typer.Option(help="Re-route a refused request at most this many times in all.")
     ] = 3,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="413 for a request body larger than this.")
+    ] = 64 << 20,
+    idle_timeout_s: Annotated[
+        float, typer.Option(help="Close a connection idle this long between requests.")
+    ] = 75.0,
+    header_timeout_s: Annotated[
+        float, typer.Option(help="408 when a request head takes longer than this.")
+    ] = 10.0,
+    body_timeout_s: Annotated[
+        float, typer.Option(help="408 when a request body takes longer than this.")
+    ] = 60.0,
+    backlog: Annotated[int, typer.Option(help="Listen queue length (bursts of connects).")] = 4096,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
 ) -> None:
     """Route requests to the worker with the largest FairBatching prefill admission budget."""
@@ -77,6 +90,11 @@ def serve(
             chars_per_token=chars_per_token,
             request_timeout_s=request_timeout_s,
             max_attempts=max_attempts,
+            max_body_bytes=max_body_bytes,
+            idle_timeout_s=idle_timeout_s,
+            header_timeout_s=header_timeout_s,
+            body_timeout_s=body_timeout_s,
+            backlog=backlog,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -22,6 +22,11 @@ class RouterConfig:
     chars_per_token: prompt-size estimate for requests without input_ids (text / chars_per_token).
     max_attempts: a request whose worker refuses the connection is re-routed at most this many
         times in total (then 502).
+    max_body_bytes, idle_timeout_s, header_timeout_s, body_timeout_s: client-side limits
+        (`request_reader.py`): 413 beyond the body size, 408 for a head or body that is too slow,
+        idle keep-alive connections closed.
+    backlog: the listen queue. asyncio's default of 100 overflows on a burst of simultaneous
+        connections; the kernel then drops SYNs and clients retry after 1, 3, 7 s.
     """
 
     worker_urls: tuple[str, ...]
@@ -37,6 +42,11 @@ class RouterConfig:
     connect_timeout_s: float = 10.0
     request_timeout_s: float | None = None
     max_attempts: int = 3
+    max_body_bytes: int = 64 << 20
+    idle_timeout_s: float = 75.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    backlog: int = 4096
 
     def __post_init__(self) -> None:
         if not self.worker_urls:
@@ -49,3 +59,7 @@ class RouterConfig:
             raise ValueError("chars_per_token must be > 0")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if self.max_body_bytes < 1 or self.backlog < 1:
+            raise ValueError("max_body_bytes and backlog must be >= 1")
+        if min(self.idle_timeout_s, self.header_timeout_s, self.body_timeout_s) <= 0:
+            raise ValueError("client timeouts must be > 0")

@@ -16,7 +16,13 @@ Routes
 Failures: a worker that refuses the connection leaves routing and the request is re-routed (at
 most max_attempts tries, then 502); a stream that breaks after the answer started ends with an SSE
 `data: {"error": ...}` event (the replay client records it as failed); a request that waited
-queue_timeout_s for room gets 503. Every request gets exactly one answer.
+queue_timeout_s for room gets 503. Every request gets exactly one answer; a client that leaves
+while its request is queued is not dispatched (counted in `client_gone`).
+
+Exposure: answers name workers by index (`worker 0`), never by URL, and carry exception type
+names, not their text (which may quote worker URLs); the log has the details. The client-side
+limits (body size, timeouts) are in `request_reader.py`; upstream URLs and headers in
+`upstream.py`.
 """
 
 from __future__ import annotations
@@ -27,34 +33,37 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import h11
 import httpx
 
+from fairbatching_sglang.router import reporting
+from fairbatching_sglang.router.client_shards import ShardedClient
+from fairbatching_sglang.router.client_watch import wait_client_gone
 from fairbatching_sglang.router.config import RouterConfig
+from fairbatching_sglang.router.request_reader import (
+    Limits,
+    RequestError,
+    has_both_framings,
+    read_body,
+    read_head,
+)
 from fairbatching_sglang.router.request_tokens import request_prefill_tokens
-from fairbatching_sglang.router.state import AdmissionState
+from fairbatching_sglang.router.state import AdmissionState, parse_loads_body
+from fairbatching_sglang.router.upstream import (
+    is_origin_form,
+    request_headers,
+    response_headers,
+    upstream_url,
+)
 
 logger = logging.getLogger(__name__)
 
 ROUTED_PATHS = frozenset({"/generate", "/v1/completions", "/v1/chat/completions"})
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "host",
-    }
-)
-LOADS_PATH = "/v1/loads?include=core"
+LOADS_PATH = b"/v1/loads?include=core"
+LINGER_S = 2.0  # after a 408/413: read and drop the rest so the client sees the answer, not RST
 
 
 class _Reject(Exception):
@@ -63,8 +72,26 @@ class _Reject(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+class _ClientGone(Exception):
+    """The client closed its connection while its request waited for room."""
+
+
 def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _error(message: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message} if code is None else {"code": code, "message": message}}
+
+
+@dataclass
+class _Exchange:
+    """One client connection. close: answer with `Connection: close` and end it afterwards."""
+
+    conn: h11.Connection
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    close: bool = False
 
 
 class RouterServer:
@@ -77,11 +104,27 @@ class RouterServer:
             settle_s=cfg.settle_s,
             max_admission_tokens=cfg.max_admission_tokens,
         )
+        self.bases = [httpx.URL(u) for u in cfg.worker_urls]
+        self.limits = Limits(
+            max_body_bytes=cfg.max_body_bytes,
+            idle_timeout_s=cfg.idle_timeout_s,
+            header_timeout_s=cfg.header_timeout_s,
+            body_timeout_s=cfg.body_timeout_s,
+        )
         self.port = cfg.port
         # ok: answered 2xx/3xx in full; upstream_http_errors: the worker answered >= 400;
-        # upstream_errors: no answer or a broken one; rejected: 400/503 from the router itself.
+        # upstream_errors: no answer or a broken one; rejected: 4xx/503 from the router itself;
+        # client_gone: the client left while queued (never dispatched).
         self.counts = dict.fromkeys(
-            ("requests", "ok", "rejected", "upstream_http_errors", "upstream_errors"), 0
+            (
+                "requests",
+                "ok",
+                "rejected",
+                "upstream_http_errors",
+                "upstream_errors",
+                "client_gone",
+            ),
+            0,
         )
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -90,21 +133,23 @@ class RouterServer:
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.cfg
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
+        self.clients = ShardedClient(
+            httpx.Timeout(
                 connect=cfg.connect_timeout_s, read=cfg.request_timeout_s, write=60.0, pool=None
             ),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
+            max_keepalive=512,
         )
         self.poll_client = httpx.AsyncClient(timeout=cfg.poll_timeout_s)
-        self._server = await asyncio.start_server(self._handle_conn, cfg.host, cfg.port)
+        self._server = await asyncio.start_server(
+            self._handle_conn, cfg.host, cfg.port, backlog=cfg.backlog
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self._poll_loop(i)) for i in range(len(cfg.worker_urls))]
         logger.info(
             "router on http://%s:%d -> %s (poll every %g s)",
             cfg.host,
             self.port,
-            ", ".join(cfg.worker_urls),
+            ", ".join(f"worker {i}: {u}" for i, u in enumerate(cfg.worker_urls)),
             cfg.poll_interval_s,
         )
 
@@ -116,7 +161,7 @@ class RouterServer:
                 await task
         if self._server is not None:
             self._server.close()
-        await self.client.aclose()
+        await self.clients.aclose()
         await self.poll_client.aclose()
 
     async def serve_forever(self) -> None:
@@ -128,27 +173,42 @@ class RouterServer:
 
     # -- polling --------------------------------------------------------------------------------
     async def _poll_loop(self, i: int) -> None:
-        url = self.cfg.worker_urls[i].rstrip("/") + LOADS_PATH
+        url = upstream_url(self.bases[i], LOADS_PATH)
         interval = self.cfg.poll_interval_s
         while True:
             sent = time.monotonic()
             try:
-                resp = await self.poll_client.get(url)
-                if resp.status_code != 200:
-                    self.state.on_poll_failed(i, f"/v1/loads answered HTTP {resp.status_code}")
-                else:
-                    with contextlib.suppress(ValueError):  # on_poll_ok marks it down itself
-                        self.state.on_poll_ok(i, resp.json(), sent)
-            except httpx.HTTPError as exc:
-                self.state.on_poll_failed(i, f"/v1/loads: {type(exc).__name__}: {exc}")
+                await self._poll_once(i, url, sent)
+            except Exception as exc:  # a bug or an answer nobody foresaw: this loop must live on
+                logger.exception("worker %d: poll failed unexpectedly", i)
+                self.state.on_poll_failed(i, f"poll: {type(exc).__name__}")
             self._drain()
             await asyncio.sleep(max(0.0, sent + interval - time.monotonic()))
+
+    async def _poll_once(self, i: int, url: httpx.URL, sent: float) -> None:
+        try:
+            resp = await self.poll_client.get(url)
+        except httpx.HTTPError as exc:
+            logger.debug("worker %d: poll %s: %r", i, url, exc)
+            self.state.on_poll_failed(i, f"poll: {type(exc).__name__}")
+            return
+        if resp.status_code != 200:
+            self.state.on_poll_failed(i, f"poll: HTTP {resp.status_code}")
+            return
+        try:
+            payload = parse_loads_body(resp.content)
+        except ValueError as exc:
+            logger.warning("worker %d: /v1/loads is not strict JSON: %s", i, exc)
+            self.state.on_poll_failed(i, "poll: invalid JSON")
+            return
+        with contextlib.suppress(ValueError):  # on_poll_ok marks the worker down itself
+            self.state.on_poll_ok(i, payload, sent)
 
     def _drain(self) -> None:
         for fut, i in self.state.drain(time.monotonic(), alive=lambda f: not f.done()):
             fut.set_result(i)
 
-    async def _acquire(self, tokens: int, front: bool) -> int:
+    async def _acquire(self, ex: _Exchange, tokens: int, front: bool) -> int:
         if not front:
             i = self.state.pick(tokens, time.monotonic())
             if i is not None:
@@ -158,229 +218,251 @@ class RouterServer:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.state.enqueue(fut, tokens, front=front)
         self._drain()
+        if fut.done():
+            self.state.remove(fut)
+            return fut.result()
+        gone = asyncio.ensure_future(wait_client_gone(ex.conn, ex.reader))
         try:
-            return await asyncio.wait_for(fut, self.cfg.queue_timeout_s)
-        except TimeoutError:
+            await asyncio.wait(
+                {fut, gone}, timeout=self.cfg.queue_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if gone.done():
+                raise _ClientGone
+            if fut.done():
+                return fut.result()
             raise _Reject(
                 503,
                 "no_worker_room",
                 f"no worker had room for {tokens} prompt tokens within "
                 f"{self.cfg.queue_timeout_s:g} s",
-            ) from None
+            )
+        except BaseException:
+            # Assigned just as the client left (or as we timed out / were cancelled): undo it.
+            if fut.done() and not fut.cancelled():
+                self.state.on_finished(fut.result())
+            raise
         finally:
+            gone.cancel()
+            if not fut.done():
+                fut.cancel()
             self.state.remove(fut)
 
     # -- HTTP server ----------------------------------------------------------------------------
     async def _handle_conn(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        conn = h11.Connection(h11.SERVER)
+        ex = _Exchange(h11.Connection(h11.SERVER), reader, writer)
         try:
             while True:
-                event = await self._next_event(conn, reader)
-                if not isinstance(event, h11.Request):
+                req = await read_head(ex.conn, reader, self.limits)
+                if req is None:
                     break
-                if conn.they_are_waiting_for_100_continue:
-                    await self._send(
-                        conn, writer, h11.InformationalResponse(status_code=100, headers=[])
-                    )
-                body = bytearray()
-                while True:
-                    ev = await self._next_event(conn, reader)
-                    if isinstance(ev, h11.Data):
-                        body += ev.data
-                    elif isinstance(ev, h11.EndOfMessage):
-                        break
-                    else:
-                        return
-                await self._route(conn, writer, event, bytes(body))
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                ex.close = has_both_framings(req)
+                body = await read_body(ex.conn, reader, req, self.limits, self._continue(ex))
+                await self._route(ex, req, body)
+                if ex.close or ex.conn.our_state is not h11.DONE:
                     break
-                conn.start_next_cycle()
+                if ex.conn.their_state is not h11.DONE:
+                    break
+                ex.conn.start_next_cycle()
+        except RequestError as err:  # 408/413: the request cannot be framed any further
+            self.counts["rejected"] += 1
+            with contextlib.suppress(Exception):
+                await self._raw_reply(writer, err.status, _error(err.message, err.code))
+                await self._linger(reader, writer)
         except h11.RemoteProtocolError as exc:
             with contextlib.suppress(Exception):
-                await self._reply(conn, writer, 400, {"error": {"message": str(exc)}})
-        except (ConnectionError, asyncio.IncompleteReadError, h11.LocalProtocolError):
+                await self._raw_reply(writer, exc.error_status_hint, _error(str(exc)))
+        except (ConnectionError, asyncio.IncompleteReadError, h11.LocalProtocolError, _ClientGone):
             pass
-        except Exception as exc:  # a router bug: log it, answer 500 if nothing was sent yet
+        except Exception:  # a router bug: log it, answer 500 if nothing was sent yet
             logger.exception("router: request failed")
             with contextlib.suppress(Exception):
-                await self._reply(conn, writer, 500, {"error": {"message": f"router: {exc!r}"}})
+                await self._reply(ex, 500, _error("router: internal error (see its log)"))
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    @staticmethod
-    async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(1 << 16))
-                continue
-            return event
+    def _continue(self, ex: _Exchange) -> Any:
+        if not ex.conn.they_are_waiting_for_100_continue:
+            return None
+
+        async def send() -> None:
+            await self._send(ex, h11.InformationalResponse(status_code=100, headers=[]))
+
+        return send
 
     @staticmethod
-    async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, event: Any) -> None:
-        data = conn.send(event)
+    async def _raw_reply(writer: asyncio.StreamWriter, status: int, obj: Any) -> None:
+        """An answer outside h11's state machine (the request head may be incomplete)."""
+        body = _json_bytes(obj)
+        reason = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large"}
+        head = (
+            f"HTTP/1.1 {status} {reason.get(status, 'Error')}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        await writer.drain()
+
+    @staticmethod
+    async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Half-close, then drop what the client still sends for a while: closing with unread
+        bytes makes the kernel send RST, and the client may lose the 413 it has not read yet."""
+        with contextlib.suppress(Exception):
+            writer.write_eof()
+            async with asyncio.timeout(LINGER_S):
+                while await reader.read(1 << 16):
+                    pass
+
+    @staticmethod
+    async def _send(ex: _Exchange, event: Any) -> None:
+        data = ex.conn.send(event)
         if data:
-            writer.write(data)
-            await writer.drain()
+            ex.writer.write(data)
+            await ex.writer.drain()
+
+    def _response(self, ex: _Exchange, status: int, headers: list[tuple[str, str]]) -> Any:
+        if ex.close:
+            headers = [*headers, ("connection", "close")]
+        return h11.Response(status_code=status, headers=headers)
 
     async def _reply(
         self,
-        conn: h11.Connection,
-        writer: asyncio.StreamWriter,
+        ex: _Exchange,
         status: int,
         obj: Any,
         content_type: str = "application/json",
     ) -> None:
         body = obj if isinstance(obj, bytes) else _json_bytes(obj)
         headers = [("content-type", content_type), ("content-length", str(len(body)))]
-        await self._send(conn, writer, h11.Response(status_code=status, headers=headers))
-        await self._send(conn, writer, h11.Data(data=body))
-        await self._send(conn, writer, h11.EndOfMessage())
+        await self._send(ex, self._response(ex, status, headers))
+        await self._send(ex, h11.Data(data=body))
+        await self._send(ex, h11.EndOfMessage())
 
-    async def _route(
-        self, conn: h11.Connection, writer: asyncio.StreamWriter, req: h11.Request, body: bytes
-    ) -> None:
+    async def _route(self, ex: _Exchange, req: h11.Request, body: bytes) -> None:
         method = req.method.decode()
-        target = req.target.decode()
-        path = target.split("?", 1)[0]
+        if not is_origin_form(req.target):
+            self.counts["rejected"] += 1
+            ex.close = True
+            await self._reply(ex, 400, _error("request target must be a path ('/...')"))
+            return
+        path = req.target.split(b"?", 1)[0].decode("latin-1")
         if method == "POST" and path in ROUTED_PATHS:
-            await self._proxy_routed(conn, writer, target, req.headers, body)
+            await self._proxy_routed(ex, req, body)
         elif method == "POST" and path == "/flush_cache":
-            await self._flush_cache(conn, writer)
+            await self._flush_cache(ex)
         elif method == "GET" and path == "/health":
             n = sum(w.healthy for w in self.state.workers)
-            await self._reply(conn, writer, 200 if n else 503, {"healthy_workers": n})
+            await self._reply(ex, 200 if n else 503, {"healthy_workers": n})
         elif method == "GET" and path == "/stats":
-            await self._reply(conn, writer, 200, self.stats())
+            await self._reply(ex, 200, self.stats())
         elif method == "GET" and path == "/metrics":
             text = self.prometheus_text().encode()
-            await self._reply(conn, writer, 200, text, "text/plain; version=0.0.4")
+            await self._reply(ex, 200, text, "text/plain; version=0.0.4")
         elif method == "GET" and path == "/v1/loads":
-            await self._reply(conn, writer, 200, self.loads_json())
+            await self._reply(ex, 200, self.loads_json())
         elif method == "GET":
-            await self._forward_get(conn, writer, target, req.headers)
+            await self._forward_get(ex, req)
         else:
-            await self._reply(
-                conn, writer, 404, {"error": {"message": f"no route {method} {path}"}}
-            )
+            await self._reply(ex, 404, _error(f"no route {method} {path}"))
 
-    @staticmethod
-    def _forward_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-        return [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in headers
-            if k.decode("latin-1").lower() not in HOP_BY_HOP
-        ]
-
-    async def _proxy_routed(
-        self,
-        conn: h11.Connection,
-        writer: asyncio.StreamWriter,
-        target: str,
-        headers: Iterable[tuple[bytes, bytes]],
-        body: bytes,
-    ) -> None:
+    async def _proxy_routed(self, ex: _Exchange, req: h11.Request, body: bytes) -> None:
         self.counts["requests"] += 1
         try:
             parsed = json.loads(body) if body else {}
         except ValueError as exc:
             self.counts["rejected"] += 1
-            await self._reply(conn, writer, 400, {"error": {"message": f"bad JSON: {exc}"}})
+            await self._reply(ex, 400, _error(f"bad JSON: {exc}"))
             return
         tokens = request_prefill_tokens(parsed, self.cfg.chars_per_token)
-        fwd = self._forward_headers(headers)
+        fwd = request_headers(req.headers)
         front = False
         for _attempt in range(self.cfg.max_attempts):
             try:
-                i = await self._acquire(tokens, front)
+                i = await self._acquire(ex, tokens, front)
             except _Reject as rej:
                 self.counts["rejected"] += 1
-                err = {"error": {"code": rej.code, "message": rej.message}}
-                await self._reply(conn, writer, rej.status, err)
+                await self._reply(ex, rej.status, _error(rej.message, rej.code))
                 return
-            url = self.cfg.worker_urls[i].rstrip("/") + target
+            except _ClientGone:
+                self.counts["client_gone"] += 1
+                raise
+            url = upstream_url(self.bases[i], req.target)
             try:
-                request = self.client.build_request("POST", url, content=body, headers=fwd)
-                resp = await self.client.send(request, stream=True)
+                client = self.clients.pick()
+                request = client.build_request("POST", url, content=body, headers=fwd)
+                resp = await client.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                logger.warning("worker %s refused a request (%s); re-routing", url, exc)
-                self.state.on_dispatch_failed(i, f"dispatch: {type(exc).__name__}: {exc}")
+                logger.warning("worker %d (%s) refused a request (%r); re-routing", i, url, exc)
+                self.state.on_dispatch_failed(i, f"dispatch: {type(exc).__name__}")
                 front = True
                 continue
             except httpx.HTTPError as exc:
+                logger.warning("worker %d (%s) failed a request: %r", i, url, exc)
                 self.state.on_finished(i)
                 self.counts["upstream_errors"] += 1
-                msg = f"worker {self.cfg.worker_urls[i]}: {type(exc).__name__}: {exc}"
-                await self._reply(conn, writer, 502, {"error": {"message": msg}})
+                msg = f"worker {i} failed before answering ({type(exc).__name__})"
+                await self._reply(ex, 502, _error(msg, "upstream_error"))
                 return
             try:
-                await self._stream_back(conn, writer, resp, i)
+                await self._stream_back(ex, resp, i)
             finally:
                 await resp.aclose()
                 self.state.on_finished(i)
             return
         self.counts["upstream_errors"] += 1
         msg = f"no worker accepted the connection after {self.cfg.max_attempts} attempts"
-        await self._reply(conn, writer, 502, {"error": {"message": msg}})
+        await self._reply(ex, 502, _error(msg, "upstream_unreachable"))
 
-    async def _stream_back(
-        self, conn: h11.Connection, writer: asyncio.StreamWriter, resp: httpx.Response, i: int
-    ) -> None:
-        headers = [(k, v) for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP]
-        await self._send(conn, writer, h11.Response(status_code=resp.status_code, headers=headers))
+    async def _stream_back(self, ex: _Exchange, resp: httpx.Response, i: int) -> None:
+        await self._send(ex, self._response(ex, resp.status_code, response_headers(resp.headers)))
         is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
         try:
             async for chunk in resp.aiter_raw():
-                await self._send(conn, writer, h11.Data(data=chunk))
+                await self._send(ex, h11.Data(data=chunk))
         except httpx.HTTPError as exc:
             self.counts["upstream_errors"] += 1
-            msg = f"router: stream from {self.cfg.worker_urls[i]} broke: {type(exc).__name__}"
-            logger.warning("%s: %s", msg, exc)
+            msg = f"router: stream from worker {i} broke: {type(exc).__name__}"
+            logger.warning("%s (%s): %r", msg, self.cfg.worker_urls[i], exc)
             if not is_sse:
                 raise ConnectionError(msg) from exc  # cut the answer: the client sees it short
-            event = b"data: " + _json_bytes({"error": {"message": msg}}) + b"\n\n"
-            await self._send(conn, writer, h11.Data(data=event))
+            event = b"data: " + _json_bytes(_error(msg)) + b"\n\n"
+            await self._send(ex, h11.Data(data=event))
         else:
             self.counts["ok" if resp.status_code < 400 else "upstream_http_errors"] += 1
-        await self._send(conn, writer, h11.EndOfMessage())
+        await self._send(ex, h11.EndOfMessage())
 
-    async def _flush_cache(self, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
+    async def _flush_cache(self, ex: _Exchange) -> None:
         results: dict[str, Any] = {}
-        for w in self.state.workers:
+        for i, w in enumerate(self.state.workers):
             if not w.healthy:
-                results[w.url] = "skipped (unhealthy)"
+                results[str(i)] = "skipped (unhealthy)"
                 continue
             try:
-                r = await self.client.post(w.url.rstrip("/") + "/flush_cache")
-                results[w.url] = r.status_code
+                r = await self.clients.pick().post(upstream_url(self.bases[i], b"/flush_cache"))
+                results[str(i)] = r.status_code
             except httpx.HTTPError as exc:
-                results[w.url] = f"{type(exc).__name__}: {exc}"
+                logger.warning("worker %d: /flush_cache: %r", i, exc)
+                results[str(i)] = type(exc).__name__
         ok = all(v == 200 or str(v).startswith("skipped") for v in results.values())
-        await self._reply(conn, writer, 200 if ok else 502, {"workers": results})
+        await self._reply(ex, 200 if ok else 502, {"workers": results})
 
-    async def _forward_get(
-        self,
-        conn: h11.Connection,
-        writer: asyncio.StreamWriter,
-        target: str,
-        headers: Iterable[tuple[bytes, bytes]],
-    ) -> None:
-        healthy = [w for w in self.state.workers if w.healthy]
+    async def _forward_get(self, ex: _Exchange, req: h11.Request) -> None:
+        healthy = [i for i, w in enumerate(self.state.workers) if w.healthy]
         if not healthy:
-            await self._reply(conn, writer, 503, {"error": {"message": "no healthy worker"}})
+            await self._reply(ex, 503, _error("no healthy worker"))
             return
+        i = healthy[0]
+        url = upstream_url(self.bases[i], req.target)
         try:
-            r = await self.client.get(
-                healthy[0].url.rstrip("/") + target, headers=self._forward_headers(headers)
-            )
+            r = await self.clients.pick().get(url, headers=request_headers(req.headers))
         except httpx.HTTPError as exc:
-            await self._reply(conn, writer, 502, {"error": {"message": str(exc)}})
+            logger.warning("worker %d: GET %s: %r", i, url, exc)
+            await self._reply(ex, 502, _error(f"worker {i} failed ({type(exc).__name__})"))
             return
         ctype = r.headers.get("content-type", "application/octet-stream")
-        await self._reply(conn, writer, r.status_code, r.content, ctype)
+        await self._reply(ex, r.status_code, r.content, ctype)
 
     # -- reporting ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -392,47 +474,10 @@ class RouterServer:
         }
 
     def loads_json(self) -> dict[str, Any]:
-        ranks = []
-        for w in self.state.workers:
-            for rank in (w.last_loads or {}).get("loads", []):
-                ranks.append({**rank, "worker": w.url, "worker_healthy": w.healthy})
-        return {
-            "timestamp": time.time(),
-            "version": "fairbatching-router",
-            "loads": ranks,
-            "router": {"queue_length": len(self.state.queue)},
-        }
+        return reporting.loads_json(self.state)
 
     def prometheus_text(self) -> str:
-        s = self.state.stats()
-        lines = [
-            "# TYPE fairbatching_router_queue_length gauge",
-            f"fairbatching_router_queue_length {s['queue_length']}",
-            "# TYPE fairbatching_router_queued_tokens gauge",
-            f"fairbatching_router_queued_tokens {s['queued_tokens']}",
-            "# TYPE fairbatching_router_requests_total counter",
-            f"fairbatching_router_requests_total {self.counts['requests']}",
-            "# TYPE fairbatching_router_rejected_total counter",
-            f"fairbatching_router_rejected_total {self.counts['rejected']}",
-            "# TYPE fairbatching_router_upstream_errors_total counter",
-            f"fairbatching_router_upstream_errors_total {self.counts['upstream_errors']}",
-        ]
-        per_worker = {
-            "healthy": ("gauge", lambda w: int(w["healthy"])),
-            "admission_budget_tokens": ("gauge", lambda w: w["effective_budget"]),
-            "in_flight": ("gauge", lambda w: w["in_flight"]),
-            "dispatched_total": ("counter", lambda w: w["num_dispatched"]),
-            "poll_failures_total": ("counter", lambda w: w["num_poll_failures"]),
-        }
-        for name, (kind, get) in per_worker.items():
-            lines.append(f"# TYPE fairbatching_router_worker_{name} {kind}")
-            for w in s["workers"]:
-                value = get(w)
-                if value is not None:
-                    lines.append(
-                        f'fairbatching_router_worker_{name}{{worker="{w["url"]}"}} {value}'
-                    )
-        return "\n".join(lines) + "\n"
+        return reporting.prometheus_text(self.state.stats(), self.counts)
 
 
 class RouterThread:

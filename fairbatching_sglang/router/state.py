@@ -19,6 +19,8 @@ worker with the fewest in-flight requests (counted in `num_fallback_picks`).
 
 from __future__ import annotations
 
+import json
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,13 +31,32 @@ from fairbatching_sglang.core.routing import choose_by_admission_budget, choose_
 BUDGET_FIELD = "fairbatching_prefill_admission_tokens"
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_loads_body(content: bytes) -> Any:
+    """A /v1/loads body as strict JSON: `Infinity`, `-Infinity` and `NaN` (which Python's json
+    accepts) are refused, so a budget can never be a float that int() chokes on."""
+    return json.loads(content, parse_constant=_reject_constant)
+
+
+def _budget(value: Any) -> int:
+    # bool is an int in Python, and a budget of `true` is no budget.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{BUDGET_FIELD} is not a number")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise ValueError(f"{BUDGET_FIELD} is not a finite integer")
+    return int(value)
+
+
 def budget_from_loads(payload: Any) -> int | None:
     """Sum of the admission budget over the DP ranks of a `/v1/loads` answer; None when no rank
     reports one. Raises ValueError on a payload that is not a /v1/loads answer."""
     if not isinstance(payload, dict) or not isinstance(payload.get("loads"), list):
         raise ValueError("not a /v1/loads answer (no 'loads' list)")
     values = [
-        int(rank[BUDGET_FIELD])
+        _budget(rank[BUDGET_FIELD])
         for rank in payload["loads"]
         if isinstance(rank, dict) and rank.get(BUDGET_FIELD) is not None
     ]
@@ -165,8 +186,8 @@ class AdmissionState:
         w = self.workers[i]
         try:
             budget = budget_from_loads(payload)
-        except (ValueError, TypeError) as exc:
-            self.on_poll_failed(i, f"bad /v1/loads answer: {exc}")
+        except (ValueError, TypeError, OverflowError) as exc:
+            self.on_poll_failed(i, f"poll: bad /v1/loads answer: {exc}")
             raise ValueError(str(exc)) from exc
         w.num_polls += 1
         w.healthy = True
@@ -208,7 +229,7 @@ class AdmissionState:
             "max_admission_tokens": self._cap(),
             "workers": [
                 {
-                    "url": w.url,
+                    "worker": i,  # index in --worker-url order; URLs are not published
                     "healthy": w.healthy,
                     "budget": w.budget,
                     "consumed_tokens": w.consumed_tokens,
@@ -220,6 +241,6 @@ class AdmissionState:
                     "num_dispatch_failures": w.num_dispatch_failures,
                     "last_error": w.last_error,
                 }
-                for w in self.workers
+                for i, w in enumerate(self.workers)
             ],
         }

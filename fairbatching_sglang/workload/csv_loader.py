@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from fairbatching_sglang.workload.errors import TraceError, open_text, physical_line_of_row
-from fairbatching_sglang.workload.formats import LAYOUTS, first_line, split_header
+from fairbatching_sglang.workload.formats import LAYOUTS, first_line, raw_header, split_header
+from fairbatching_sglang.workload.ranges import int64_ok
 from fairbatching_sglang.workload.validate import Collector, Fields
 
 BLOCK_SIZE = 8 << 20  # ~8 MiB of text per block (~230k Azure rows): bounds read-ahead memory
@@ -40,7 +41,9 @@ def _resolve_columns(path: Path, fmt: str) -> tuple[int, dict[str, str], str, st
     layout = LAYOUTS[fmt]
     lineno, text = first_line(path)
     names = split_header(text)
-    by_lower = {n.lower(): n for n in names}
+    # Map to the file's own spelling: a header padded with spaces (" input_tokens ") matches
+    # the layout, and pyarrow must be asked for the padded name.
+    by_lower = {n.strip().lower(): n for n in raw_header(path)}
     mapping: dict[str, str] = {}
     time_name, unit = "", ""
     for cand, u in layout.time:
@@ -141,15 +144,14 @@ def load_csv(
     def line_of(i: int) -> int:
         return physical_line_of_row(path, i)
 
-    fields = Fields(time=col_t, input=col_in, output=col_out)
+    fields = Fields(time=col_t.strip(), input=col_in.strip(), output=col_out.strip())
     str_cols = {c: pa.string() for c in columns}
     fast_types: dict[str, Any] = dict(str_cols)
     fast_types[col_in] = pa.float64()
     fast_types[col_out] = pa.float64()
     tz: str | None = None
     if unit == "datetime":
-        header = split_header(first_line(path)[1])
-        sample = _first_value(path, header.index(col_t))
+        sample = _first_value(path, raw_header(path).index(col_t))
         tz = "UTC" if _TZ_SUFFIX.search(sample) else None
         fast_types[col_t] = pa.timestamp("ns", tz=tz)
     else:
@@ -274,12 +276,12 @@ def _parse_hash_ids(values: list[Any], coll: Collector, col: str) -> np.ndarray:
         try:
             ids = json.loads(s)
             if not isinstance(ids, list) or not all(
-                isinstance(x, int) and not isinstance(x, bool) for x in ids
+                isinstance(x, int) and not isinstance(x, bool) and int64_ok(x) for x in ids
             ):
                 raise ValueError
         except ValueError:
             raise coll.err(
-                base + i, col, f"expected a JSON list of integers, got {s[:60]!r}"
+                base + i, col, f"expected a JSON list of int64 integers, got {s[:60]!r}"
             ) from None
         out[i] = ids
     return out

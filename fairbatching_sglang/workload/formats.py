@@ -90,6 +90,19 @@ def split_header(text: str) -> list[str]:
     return [c.strip().lstrip("\ufeff") for c in next(csv.reader([text]))]
 
 
+def raw_header(path: str | Path) -> list[str]:
+    """The header's names exactly as a CSV parser sees them (spaces around a name kept): pyarrow
+    selects columns by these, while matching against layouts uses `split_header`'s stripped ones.
+    """
+    import csv
+
+    with open_text(path) as f:
+        for text in f:
+            if text.strip():
+                return next(csv.reader([text.rstrip("\r\n").lstrip("\ufeff")]))
+    return []
+
+
 def _score(layout: Layout, names: set[str]) -> int:
     keys = {layout.input.lower(), layout.output.lower()} | {c.lower() for c, _ in layout.time}
     return len(keys & names)
@@ -106,7 +119,7 @@ def detect_format(path: str | Path) -> str:
     if text.startswith("{"):
         try:
             keys = {k.lower() for k in json.loads(text)}
-        except (json.JSONDecodeError, AttributeError) as e:
+        except (ValueError, AttributeError) as e:  # ValueError: also >4300-digit ints
             raise TraceError(p, f"first line is not a JSON object: {e}", line=lineno) from None
         candidates = _JSONL
     else:

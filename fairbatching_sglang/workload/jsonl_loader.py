@@ -16,25 +16,34 @@ import numpy as np
 
 from fairbatching_sglang.workload.errors import TraceError, open_text
 from fairbatching_sglang.workload.formats import LAYOUTS
+from fairbatching_sglang.workload.ranges import int64_ok
 from fairbatching_sglang.workload.validate import Collector, Fields
 
 _BLOCK = 8192
 
 
 def _number(path: Path, lineno: int, obj: dict[str, Any], key: str) -> float:
+    """The field as float64; NaN for null (a missing value). Integers too large for a float
+    (json parses 10**400 exactly) become inf, which the range checks then refuse."""
     if key not in obj:
         raise TraceError(path, "missing field", line=lineno, field=key)
     v = obj[key]
     if v is None:
         return math.nan
+    if isinstance(v, str):
+        try:
+            f = float(v)
+        except ValueError:
+            f = math.nan
+        if math.isnan(f):  # "nan" is no more a number than "many"
+            raise TraceError(path, f"{v[:60]!r} is not a number", line=lineno, field=key)
+        return f
     if isinstance(v, bool) or not isinstance(v, int | float):
-        if isinstance(v, str):
-            try:
-                return float(v)
-            except ValueError:
-                pass
-        raise TraceError(path, f"{v!r} is not a number", line=lineno, field=key)
-    return float(v)
+        raise TraceError(path, f"{str(v)[:60]!r} is not a number", line=lineno, field=key)
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
 
 
 def _hash_ids(path: Path, lineno: int, v: Any) -> list[int]:
@@ -44,6 +53,8 @@ def _hash_ids(path: Path, lineno: int, v: Any) -> list[int]:
         isinstance(x, int) and not isinstance(x, bool) for x in v
     ):
         raise TraceError(path, "expected a list of integers", line=lineno, field="hash_ids")
+    if not all(int64_ok(x) for x in v):
+        raise TraceError(path, "hash id outside the int64 range", line=lineno, field="hash_ids")
     return v
 
 
@@ -93,6 +104,8 @@ def load_jsonl(path: Path, fmt: str, collector_kwargs: dict[str, Any]) -> Collec
                 raise TraceError(
                     path, f"invalid JSON: {e.msg} (column {e.colno})", line=lineno
                 ) from None
+            except ValueError as e:  # e.g. an integer of more than 4300 digits
+                raise TraceError(path, f"invalid JSON: {e}", line=lineno) from None
             if not isinstance(obj, dict):
                 raise TraceError(path, "expected a JSON object", line=lineno)
             if time_key is None:
@@ -111,9 +124,8 @@ def load_jsonl(path: Path, fmt: str, collector_kwargs: dict[str, Any]) -> Collec
             line_numbers.append(lineno)
             t = _number(path, lineno, obj, time_key)
             if not math.isfinite(t) or t < 0:
-                raise TraceError(
-                    path, f"invalid timestamp {obj[time_key]!r}", line=lineno, field=time_key
-                )
+                what = "missing timestamp" if math.isnan(t) else f"invalid timestamp {t:g}"
+                raise TraceError(path, what, line=lineno, field=time_key)
             ts.append(t)
             ins.append(_number(path, lineno, obj, layout.input))
             outs.append(_number(path, lineno, obj, layout.output))

@@ -7,10 +7,11 @@ from typing import Any
 
 from fairbatching_sglang.workload.csv_loader import ProgressFn, load_csv
 from fairbatching_sglang.workload.errors import TraceError
+from fairbatching_sglang.workload.file_checks import READ_ERRORS, check_file, read_error
 from fairbatching_sglang.workload.formats import is_jsonl, resolve_format
 from fairbatching_sglang.workload.jsonl_loader import load_jsonl
 from fairbatching_sglang.workload.table import RequestTable
-from fairbatching_sglang.workload.validate import ZeroPolicy
+from fairbatching_sglang.workload.validate import ZeroPolicy, check_table
 
 
 def load_trace(
@@ -41,25 +42,41 @@ def load_trace(
     progress: called as progress(bytes_read, total_bytes) after each CSV block.
     """
     p = Path(path)
+    check_file(p)
     if p.suffix.lower() in (".parquet", ".pq") and format in (None, "auto", "parquet"):
-        return RequestTable.from_parquet(p)
+        return _load_parquet(p)
     if start_s is not None and start_s < 0:
         raise ValueError(f"start_s must be >= 0, got {start_s}")
     if duration_s is not None and duration_s <= 0:
         raise ValueError(f"duration_s must be > 0, got {duration_s}")
     if max_rows is not None and max_rows <= 0:
         raise ValueError(f"max_rows must be > 0, got {max_rows}")
-    fmt = resolve_format(p, format)
+    try:
+        fmt = resolve_format(p, format)
+    except READ_ERRORS as e:
+        raise read_error(p, e) from None
     kwargs: dict[str, Any] = {
         "start_s": start_s,
         "duration_s": duration_s,
         "max_rows": max_rows,
         "strict": strict,
     }
-    if is_jsonl(fmt):
-        if model is not None:
-            raise TraceError(p, "model filter applies to BurstGPT traces only", field="Model")
-        coll = load_jsonl(p, fmt, kwargs)
-    else:
-        coll = load_csv(p, fmt, kwargs, model=model, progress=progress)
+    try:
+        if is_jsonl(fmt):
+            if model is not None:
+                raise TraceError(p, "model filter applies to BurstGPT traces only", field="Model")
+            coll = load_jsonl(p, fmt, kwargs)
+        else:
+            coll = load_csv(p, fmt, kwargs, model=model, progress=progress)
+    except READ_ERRORS as e:
+        raise read_error(p, e) from None
     return coll.finish(zero_lengths)
+
+
+def _load_parquet(p: Path) -> RequestTable:
+    try:
+        table = RequestTable.from_parquet(p)
+    except (ValueError, OSError) as e:  # pyarrow: not Parquet, or not a RequestTable schema
+        raise TraceError(p, f"not a readable RequestTable Parquet file: {e}") from None
+    check_table(table, p)
+    return table

@@ -10,6 +10,8 @@ Zero-length policy (`zero_lengths`):
   tokens (`max_new_tokens >= 1`), so 1 is the smallest replayable request.
 - "drop": such rows are removed (with a warning) - for failed requests, e.g. BurstGPT failures.
 - "error": TraceError at the first one.
+Ranges (`ranges.py`): token counts must be finite integers in [0, 10^9] and timestamps finite,
+within 1e10 s and within 400 days of the first row; anything else is a TraceError, never a cast.
 Decreasing timestamps: by default the rows are stably sorted with one warning (first line named);
 `strict=True` raises instead.
 """
@@ -26,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fairbatching_sglang.workload.errors import TraceError
+from fairbatching_sglang.workload.ranges import first_bad_time, first_bad_token_count
 from fairbatching_sglang.workload.table import RequestTable
 
 ZeroPolicy = Literal["clamp", "drop", "error"]
@@ -71,11 +74,14 @@ class Collector:
     _num_read: int = 0
     _num_kept: int = 0
     _last_t: float = -math.inf
+    _first_t: float | None = None
     _first_decrease: int | None = None
     _num_decreases: int = 0
     stopped_early: bool = False
 
     def err(self, row: int, fld: str | None, msg: str) -> TraceError:
+        # strip: a padded header name (" input_tokens ") is reported as the user spells it
+        fld = fld.strip() if fld is not None else None
         return TraceError(self.path, msg, line=self.line_of(row), field=fld)
 
     @property
@@ -98,11 +104,11 @@ class Collector:
         self._num_read += n
         if n == 0:
             return True
-        bad_t = ~np.isfinite(t_s)
-        if bad_t.any():
-            raise self.err(
-                base + int(np.argmax(bad_t)), self.fields.time, "missing or invalid timestamp"
-            )
+        if self._first_t is None:
+            self._first_t = float(t_s[0]) if np.isfinite(t_s[0]) else 0.0
+        bad_t = first_bad_time(t_s, self._first_t)
+        if bad_t is not None:
+            raise self.err(base + bad_t[0], self.fields.time, bad_t[1])
         # Decreasing timestamps: compare with the previous row, across batch boundaries too.
         prev = np.concatenate(([self._last_t], t_s[:-1]))
         dec = t_s < prev
@@ -158,14 +164,9 @@ class Collector:
         nan = np.isnan(x)
         if nan.any():
             raise self.err(int(rows[np.argmax(nan)]), fld, "missing value (expected a token count)")
-        neg = x < 0
-        if neg.any():
-            i = int(np.argmax(neg))
-            raise self.err(int(rows[i]), fld, f"negative token count {x[i]:g}")
-        frac = x != np.floor(x)
-        if frac.any():
-            i = int(np.argmax(frac))
-            raise self.err(int(rows[i]), fld, f"token count {x[i]:g} is not an integer")
+        bad = first_bad_token_count(x)
+        if bad is not None:
+            raise self.err(int(rows[bad[0]]), fld, bad[1])
 
     def finish(self, zero_lengths: ZeroPolicy = "clamp") -> RequestTable:
         if zero_lengths not in ZERO_POLICIES:
@@ -254,3 +255,17 @@ class Collector:
             format=self.fmt,
             transformations=notes,
         )
+
+
+def check_table(table: RequestTable, path: Path) -> None:
+    """Range checks for a table read whole (Parquet): the same bounds as for rows; the row is
+    named by its 0-based index since a Parquet file has no lines."""
+    t, inp, out = table.arrays()
+    if t.size:
+        bad_t = first_bad_time(t, float(t[0]))
+        if bad_t is not None:
+            raise TraceError(path, f"row {bad_t[0]}: {bad_t[1]}", field="arrival_s")
+    for name, col in (("input_tokens", inp), ("output_tokens", out)):
+        bad = first_bad_token_count(col.astype(np.float64))
+        if bad is not None:
+            raise TraceError(path, f"row {bad[0]}: {bad[1]}", field=name)

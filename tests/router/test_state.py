@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fairbatching_sglang.router.request_tokens import request_prefill_tokens
-from fairbatching_sglang.router.state import AdmissionState, budget_from_loads
+from fairbatching_sglang.router.state import AdmissionState, budget_from_loads, parse_loads_body
 
 
 def loads(*budgets: int | None) -> dict:
@@ -126,3 +126,16 @@ def test_request_prefill_tokens() -> None:
     msgs = [{"role": "user", "content": "a" * 40}, {"content": [{"type": "text", "text": "b" * 8}]}]
     assert request_prefill_tokens({"messages": msgs}) == 12
     assert request_prefill_tokens({}) == 1 and request_prefill_tokens([1]) == 1
+
+
+def test_budget_must_be_a_finite_integer() -> None:
+    for bad in (float("inf"), float("nan"), True, "5000", 1.5):
+        with pytest.raises(ValueError):
+            budget_from_loads(loads(bad))  # type: ignore[arg-type]
+    assert budget_from_loads(loads(2.0e3)) == 2000  # type: ignore[arg-type]
+    st = polled(100)
+    with pytest.raises(ValueError):
+        st.on_poll_ok(0, loads(float("inf")), sent_at=1.0)  # type: ignore[arg-type]
+    assert not st.workers[0].healthy and "finite" in (st.workers[0].last_error or "")
+    with pytest.raises(ValueError):
+        parse_loads_body(b'{"loads": [{"fairbatching_prefill_admission_tokens": Infinity}]}')
