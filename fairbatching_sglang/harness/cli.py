@@ -114,10 +114,18 @@ def ab(
         str,
         typer.Option(
             callback=_device_model,
-            help="Emulated: what a step really costs: profile, "
-            "profile:bias=0.05,noise=0.03,seed=0, steplog:PATH (profiles/device_spec.py).",
+            help="sim/emulated: what a step really costs (the planner still believes "
+            "--profile): profile, profile:bias=0.05,noise=0.03,seed=0, steplog:PATH "
+            "(profiles/device_spec.py).",
         ),
     ] = "profile",
+    sim_overlap_schedule: Annotated[
+        bool,
+        typer.Option(
+            help="sim: model SGLang's default overlap loop (a request arriving mid-step is "
+            "admitted a step later), as an emulated or GPU server runs."
+        ),
+    ] = False,
     emulated_overhead_ms: Annotated[
         float | None, typer.Option(help="Emulated: per-step CPU/launch time (ms, default 0.5).")
     ] = None,
@@ -188,9 +196,13 @@ def ab(
 
     if kind == "sim":
         from fairbatching_sglang.harness.sim_backend import SimBackend
+        from fairbatching_sglang.profiles.device_spec import parse_device_model
         from fairbatching_sglang.sim.config import SimConfig
 
-        be = SimBackend(table, prof, slo, SimConfig(), command)
+        sim_cfg = SimConfig(overlap_schedule=sim_overlap_schedule)
+        be = SimBackend(
+            table, prof, slo, sim_cfg, command, device_model=parse_device_model(device_model)
+        )
     else:
         opts = MeasuredOptions(
             kind=kind, profile=profile, model=model, stock_venv=stock_venv,

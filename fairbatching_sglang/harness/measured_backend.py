@@ -198,6 +198,7 @@ class MeasuredArmSession:
             "replay_wall_s": result.wall_s,
             "server_returncode": rc,
             "rid_token": result.run_token,
+            "replay_start_s": replay_start_s,
             **lag,
         }
         if validity is not None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fairbatching_sglang.core import SloTable
 from fairbatching_sglang.harness.arms import Arm
 from fairbatching_sglang.harness.outcome import RunOutcome
 from fairbatching_sglang.profiles import CostProfile
+from fairbatching_sglang.profiles.device_spec import DeviceModelSpec, parse_device_model
 from fairbatching_sglang.sim.config import SimConfig
 from fairbatching_sglang.sim.runner import run_simulation
 from fairbatching_sglang.workload import RequestTable
@@ -24,13 +25,23 @@ class SimBackend:
     sim_config: SimConfig
     command: str
     kind: str = "simulated"
+    # What a step really costs; the planner always believes `profile` (+ the step overhead).
+    device_model: DeviceModelSpec = field(default_factory=lambda: parse_device_model("profile"))
 
     @property
     def label(self) -> str:
-        return f"SIMULATED (cost profile {self.profile.name}, no GPU)"
+        loop = ", overlap loop" if self.sim_config.overlap_schedule else ""
+        return (
+            f"SIMULATED (device model {self.device_model.text!r}, planner profile "
+            f"{self.profile.name}{loop}, no GPU)"
+        )
 
-    def describe(self) -> dict[str, str]:
-        return {"profile": self.profile.name}
+    def describe(self) -> dict[str, object]:
+        return {
+            "profile": self.profile.name,
+            "device_model": self.device_model.to_dict(),
+            "overlap_schedule": self.sim_config.overlap_schedule,
+        }
 
     @contextlib.contextmanager
     def open_arm(self, arm: Arm, arm_dir: Path) -> Iterator[SimArmSession]:
@@ -55,6 +66,7 @@ class SimArmSession:
             fairbatching_config=self.arm.fairbatching_config(),
             out_dir=run_dir,
             command=b.command,
+            device_model=b.device_model,
         )
         if not keep_records:  # capacity probes keep summary + run.json; records are large
             for name in ("requests.parquet", "steps.parquet"):
