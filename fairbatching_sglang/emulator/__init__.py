@@ -8,6 +8,8 @@ Loaded by SGLang in every process through the `sglang.srt.plugins` entry point
 
 from __future__ import annotations
 
+import sys
+
 
 def register() -> None:
     """Entry point: register the emulator's hooks when emulation is requested."""
@@ -17,4 +19,12 @@ def register() -> None:
         return
     from fairbatching_sglang.emulator.plugin import install_hooks
 
-    install_hooks()
+    try:
+        install_hooks()
+    except ValueError as exc:  # a bad FAIRBATCHING_EMULATED_* value (settings.py)
+        # SGLang's plugin loader logs and swallows a plugin's exceptions: the server would
+        # start without the emulator and die later, building a model it has no weights for,
+        # with a misleading message. SystemExit is no Exception, so it stops this process (the
+        # launcher loads plugins before it spawns anything).
+        print(f"fairbatching emulator: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from exc

@@ -11,6 +11,8 @@ Every step is logged (profiles/step_log.py format; `measured_ms` is the emulated
 wall-clock facts that show whether this CPU kept up: `late_ms` (the scheduler got to the result
 after the device had finished it) and `idle_before_ms` (the device sat idle before this batch
 although the previous one had work). The harness reads them to mark CPU-starved runs invalid.
+`num_sat_out` counts the decode rows the server held that the step did not run (plugin.py): the
+rows FairBatching parked, or every decode stalled behind a stock prefill-only step.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class EmulatedStep:
     ready_s: float
     cost_ms: float
     idle_before_ms: float
+    num_sat_out: int = 0
 
 
 class DeviceClock:
@@ -68,7 +71,7 @@ class DeviceClock:
                 + "\n"
             )
 
-    def launch(self, shape: StepShape) -> EmulatedStep:
+    def launch(self, shape: StepShape, num_sat_out: int = 0) -> EmulatedStep:
         """Queue a batch on the device; its `ready_s` is when it is done (perf_counter s)."""
         with self._lock:
             now = self.clock()
@@ -81,7 +84,7 @@ class DeviceClock:
             self._last_had_work = not empty
             self.num_steps += 1
             self.busy_ms += cost_ms
-        return EmulatedStep(shape, now, start, ready, cost_ms, idle_ms)
+        return EmulatedStep(shape, now, start, ready, cost_ms, idle_ms, num_sat_out)
 
     def wait(self, result: Any, batch: Any, num_waiting: int) -> None:
         """Block until the result's batch is done on the device, then log the step."""
@@ -110,6 +113,7 @@ class DeviceClock:
                 "late_ms": round(max(0.0, processed - ready_s) * 1000.0, 4),
                 "idle_before_ms": round(idle_ms, 4),
                 "num_waiting": num_waiting,
+                "num_sat_out": step.num_sat_out,
                 "forward_mode": batch.forward_mode.name,
             }
             self._log.write(json.dumps(row, separators=(",", ":")) + "\n")

@@ -14,6 +14,7 @@ from fairbatching_sglang.emulator.settings import (
     DEFAULT_OVERHEAD_MS,
     ENV_DEVICE,
     ENV_OVERHEAD,
+    ENV_POLICY_FAULT,
     ENV_PROFILE,
     ENV_STEP_LOG,
 )
@@ -57,6 +58,7 @@ class EmulatedServerConfig:
     step_log: str | None = None
     max_total_tokens: int | None = None
     engine_flags: tuple[str, ...] = ENGINE_FLAGS
+    policy_fault_every: int | None = None  # test only: every Nth policy decision raises
 
 
 def emulated_env(cfg: EmulatedServerConfig) -> dict[str, str]:
@@ -69,6 +71,8 @@ def emulated_env(cfg: EmulatedServerConfig) -> dict[str, str]:
     }
     if cfg.step_log:
         env[ENV_STEP_LOG] = str(cfg.step_log)
+    if cfg.policy_fault_every is not None:
+        env[ENV_POLICY_FAULT] = str(cfg.policy_fault_every)
     return env
 
 

@@ -2,10 +2,15 @@
 
 - REPLACE `Scheduler.init_tp_model_worker` (scheduler.py ~1018): build the emulated worker;
 - AROUND `Scheduler.process_batch_result` (scheduler.py ~5101): wait until the emulated device
-  has finished the batch, then process it as SGLang does.
+  has finished the batch, then process it as SGLang does;
+- AROUND `Scheduler.run_batch` (scheduler.py ~4641): note on the batch how many decode rows the
+  server holds outside it (for the device step log's `num_sat_out`): when a step is not the
+  running batch itself, `running_batch` then holds exactly the rows left out (FairBatching's
+  parked rows; all decodes behind a stock prefill-only step; none after a stock mixed step).
 
-Settings are validated here, in every process, so a bad FAIRBATCHING_EMULATED_* value stops the
-launcher with a clear message before any scheduler starts.
+Settings are validated here, in every process; a bad FAIRBATCHING_EMULATED_* value raises, and
+`register` (__init__.py) turns that into SystemExit (SGLang's plugin loader swallows exceptions),
+so the launcher stops with a clear message before any scheduler starts.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _SCHEDULER = "sglang.srt.managers.scheduler.Scheduler"
+SAT_OUT_ATTR = "emulated_num_sat_out"  # read by the worker when it launches the batch
 
 
 def _init_tp_model_worker(self: Any) -> None:
@@ -35,6 +41,13 @@ def _process_batch_result(original: Any, self: Any, batch: Any, result: Any) -> 
     return original(self, batch, result)
 
 
+def _run_batch(original: Any, self: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
+    running = self.running_batch
+    if running is not None and running is not batch:
+        setattr(batch, SAT_OUT_ATTR, len(running.reqs))
+    return original(self, batch, *args, **kwargs)
+
+
 def install_hooks() -> None:
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
@@ -47,4 +60,9 @@ def install_hooks() -> None:
     HookRegistry.register(
         f"{_SCHEDULER}.process_batch_result", _process_batch_result, HookType.AROUND
     )
+    HookRegistry.register(f"{_SCHEDULER}.run_batch", _run_batch, HookType.AROUND)
+    if settings.policy_fault_every is not None:
+        from fairbatching_sglang.emulator.fault import install_policy_fault
+
+        install_policy_fault(settings.policy_fault_every)
     logger.info("fairbatching emulator: hooks registered (%s)", settings.describe())

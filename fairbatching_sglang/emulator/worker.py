@@ -30,6 +30,7 @@ from sglang.srt.runtime_context import get_parallel, get_schedule
 
 from fairbatching_sglang.emulator.batch_shape import shape_of
 from fairbatching_sglang.emulator.device_clock import device_clock
+from fairbatching_sglang.emulator.plugin import SAT_OUT_ATTR
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class EmulatedTpModelWorker(TpModelWorker):
         if batch is None:
             raise RuntimeError("emulated device: forward without a ScheduleBatch (spec/PP)")
         shape = shape_of(batch)
-        step = device_clock().launch(shape)
+        step = device_clock().launch(shape, getattr(batch, SAT_OUT_ATTR, 0))
         seq_lens = batch.seq_lens_cpu
         if seq_lens is None:
             seq_lens = torch.tensor([r.seqlen for r in batch.reqs], dtype=torch.int64)
@@ -206,21 +207,41 @@ class EmulatedTpModelWorker(TpModelWorker):
 
 
 def _logits_output(batch: Any, next_ids: torch.Tensor) -> LogitsProcessorOutput:
-    """Zero logprobs in the shapes the result processor consumes (`move_logprobs_to_cpu`)."""
+    """Zero logprobs in the shapes the result processor consumes (`move_logprobs_to_cpu`,
+    logprob_result_processor.py): next-token ones for every row and, in an extend batch, input
+    ones for the prompt positions each row asked for (without them a request with
+    logprob_start_len inside its prompt killed the scheduler)."""
     if not batch.return_logprob:
         return LogitsProcessorOutput(next_token_logits=None)
     n = len(batch.reqs)
-    tops = batch.top_logprobs_nums or [0] * n
-    tids = batch.token_ids_logprobs or [None] * n
-    top_val = [torch.zeros(int(k or 0)) for k in tops]
-    top_idx = [torch.full((int(k or 0),), int(next_ids[i])) for i, k in enumerate(tops)]
-    tid_val = [torch.zeros(len(t or ())) for t in tids]
-    tid_idx = [list(t or ()) for t in tids]
-    return LogitsProcessorOutput(
+    tops = [int(k or 0) for k in (batch.top_logprobs_nums or [0] * n)]
+    tids = [list(t or ()) for t in (batch.token_ids_logprobs or [None] * n)]
+    any_top = any(tops)
+    any_tids = any(tids)
+    top_val = [torch.zeros(k) for k in tops]
+    top_idx = [torch.full((k,), int(next_ids[i])) for i, k in enumerate(tops)]
+    tid_val = [torch.zeros(len(t)) for t in tids]
+    out = LogitsProcessorOutput(
         next_token_logits=None,
         next_token_logprobs=torch.zeros(n),
-        next_token_top_logprobs_val=top_val if any(tops) else None,
-        next_token_top_logprobs_idx=top_idx if any(tops) else None,
-        next_token_token_ids_logprobs_val=tid_val if any(t for t in tids) else None,
-        next_token_token_ids_logprobs_idx=tid_idx if any(t for t in tids) else None,
+        next_token_top_logprobs_val=top_val if any_top else None,
+        next_token_top_logprobs_idx=top_idx if any_top else None,
+        next_token_token_ids_logprobs_val=tid_val if any_tids else None,
+        next_token_token_ids_logprobs_idx=tids if any_tids else None,
     )
+    starts = batch.extend_logprob_start_lens
+    if batch.forward_mode.is_extend() and starts is not None:
+        # Row i reads extend_len - logprob start entries from the flat input array (the real
+        # LogitsProcessor's extend_logprob_pruned_lens), per-row lists for top-k / token ids.
+        counts = [max(0, int(e) - int(st)) for e, st in zip(batch.extend_lens, starts, strict=True)]
+        out.input_token_logprobs = torch.zeros(sum(counts))
+        if any_top:
+            pairs = list(zip(tops, counts, strict=True))
+            out.input_top_logprobs_val = [[[0.0] * k] * c for k, c in pairs]
+            out.input_top_logprobs_idx = [[[FAKE_TOKEN_LOW] * k] * c for k, c in pairs]
+        if any_tids:
+            out.input_token_ids_logprobs_val = [
+                [[0.0] * len(t)] * c for t, c in zip(tids, counts, strict=True)
+            ]
+            out.input_token_ids_logprobs_idx = [[t] * c for t, c in zip(tids, counts, strict=True)]
+    return out
