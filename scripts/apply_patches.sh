@@ -15,6 +15,11 @@
 # Every file is checked against patches/original.sha256 (stock 0.5.23) and patched.sha256
 # before anything is written: a file matching neither (another version, local edits) stops the
 # script with nothing changed. Applying twice is a no-op.
+#
+# All or nothing: the patches are applied to copies in a staging directory and checked there;
+# only then is each file replaced (copied next to its target, then renamed over it). If any
+# replacement fails, the files already replaced are put back and the script exits 1 with the
+# tree as it was.
 set -euo pipefail
 
 SGLANG_VERSION="0.5.23"
@@ -32,7 +37,7 @@ while [[ $# -gt 0 ]]; do
     --check) MODE="check"; shift ;;
     --revert) MODE="revert"; shift ;;
     --site) SITE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "apply_patches: unknown argument $1" >&2; exit 64 ;;
   esac
 done
@@ -51,12 +56,19 @@ if [[ -z "$SITE" ]]; then
     echo "apply_patches: installing sglang==$SGLANG_VERSION (full dependencies)"
     "$PY" -m pip install "sglang==$SGLANG_VERSION"
   fi
-  version="$("$PY" -c 'import importlib.metadata as m; print(m.version("sglang"))' 2>/dev/null)" \
+  # `python -c` puts the current directory first on sys.path: run from a directory that
+  # contains a sglang/ folder, it would find (and this script would patch or check) that tree
+  # instead of the interpreter's. NOCWD drops it before any lookup.
+  NOCWD='import sys; sys.path[:] = [p for p in sys.path if p not in ("", ".")]'
+  version="$("$PY" -c "$NOCWD"'
+import importlib.metadata as m; print(m.version("sglang"))' 2>/dev/null)" \
     || die "sglang is not installed for $PY (use --install, or scripts/install_sglang_cpu.sh)"
   [[ "$version" == "$SGLANG_VERSION" ]] \
     || die "installed sglang is $version; these patches are for sglang==$SGLANG_VERSION only. Refusing."
   # find_spec does not import sglang (importing it pulls torch and takes seconds).
-  SITE="$("$PY" -c 'import importlib.util, os; print(os.path.dirname(os.path.dirname(importlib.util.find_spec("sglang").origin)))')"
+  SITE="$("$PY" -c "$NOCWD"'
+import importlib.util, os; print(os.path.dirname(os.path.dirname(importlib.util.find_spec("sglang").origin)))')" \
+    || die "cannot locate the sglang package of $PY"
 fi
 [[ -d "$SITE/sglang" ]] || die "no sglang package under $SITE"
 echo "apply_patches: sglang tree $SITE/sglang"
@@ -84,25 +96,55 @@ case "$MODE" in
     echo "apply_patches: partially applied ($n_patched patched, $n_stock stock)"; exit 2 ;;
   apply)
     if [[ $n_stock -eq 0 ]]; then echo "apply_patches: already applied, nothing to do"; exit 0; fi
-    for p in "$PATCH_DIR"/*.patch; do
-      target="$(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$p" | head -1)"
-      if [[ "${STATE[$target]}" == "stock" ]]; then
-        echo "apply_patches: applying $(basename "$p") -> $target"
-        patch --quiet --forward --no-backup-if-mismatch -p1 -d "$SITE" < "$p"
-      fi
-    done ;;
+    from=stock; verb=applying; patch_flags=(--forward) ;;
   revert)
     if [[ $n_patched -eq 0 ]]; then echo "apply_patches: nothing to revert (stock sglang)"; exit 0; fi
-    for p in "$PATCH_DIR"/*.patch; do
-      target="$(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$p" | head -1)"
-      if [[ "${STATE[$target]}" == "patched" ]]; then
-        echo "apply_patches: reverting $(basename "$p") -> $target"
-        patch --quiet --reverse --no-backup-if-mismatch -p1 -d "$SITE" < "$p"
-      fi
-    done ;;
+    from=patched; verb=reverting; patch_flags=(--reverse) ;;
 esac
+want="$PATCH_DIR/patched.sha256"; [[ "$MODE" == "revert" ]] && want="$PATCH_DIR/original.sha256"
+
+# 1. Stage: patch copies of the files that change; nothing under $SITE is touched yet.
+STAGE="$(mktemp -d "${TMPDIR:-/tmp}/fairbatching-patch.XXXXXX")"
+TMP_SUFFIX=".fairbatching-new"
+COMMITTED=()
+cleanup() {
+  for t in "${!STATE[@]}"; do rm -f "$SITE/$t$TMP_SUFFIX" 2>/dev/null || true; done
+  rm -rf "$STAGE"
+}
+trap cleanup EXIT
+CHANGED=()
+for p in "$PATCH_DIR"/*.patch; do
+  target="$(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$p" | head -1)"
+  [[ "${STATE[$target]}" == "$from" ]] || continue
+  echo "apply_patches: $verb $(basename "$p") -> $target"
+  mkdir -p "$STAGE/new/$(dirname "$target")" "$STAGE/old/$(dirname "$target")"
+  cp -p "$SITE/$target" "$STAGE/new/$target"
+  cp -p "$SITE/$target" "$STAGE/old/$target"
+  patch --quiet "${patch_flags[@]}" --no-backup-if-mismatch -p1 -d "$STAGE/new" < "$p" \
+    || die "$(basename "$p") does not apply to $target; nothing changed"
+  sum="$(sha256sum "$STAGE/new/$target" | cut -d' ' -f1)"
+  grep -qxF "$sum  $target" "$want" || die "$target: checksum mismatch after $MODE (staged); nothing changed"
+  CHANGED+=("$target")
+done
+
+# 2. Commit: each file is copied next to its target and renamed over it (a rename within one
+# directory is atomic: a reader never sees half a file). On any failure, roll back.
+put() {  # put SRC TARGET: replace $SITE/TARGET with SRC
+  cp -p -T "$1" "$SITE/$2$TMP_SUFFIX" && mv -f -T "$SITE/$2$TMP_SUFFIX" "$SITE/$2"
+}
+rollback() {
+  local t failed=0
+  for t in "${COMMITTED[@]}"; do put "$STAGE/old/$t" "$t" || failed=1; done
+  if [[ $failed -eq 0 ]]; then
+    die "could not write $1; the ${#COMMITTED[@]} file(s) already replaced were restored, nothing changed"
+  fi
+  die "could not write $1, and restoring the files already replaced failed too: run --check"
+}
+for t in "${CHANGED[@]}"; do
+  put "$STAGE/new/$t" "$t" || rollback "$SITE/$t"
+  COMMITTED+=("$t")
+done
 
 # Verify the result against the stored checksums.
-want="$PATCH_DIR/patched.sha256"; [[ "$MODE" == "revert" ]] && want="$PATCH_DIR/original.sha256"
 (cd "$SITE" && sha256sum --quiet -c "$want") || die "checksum mismatch after $MODE"
 echo "apply_patches: $MODE done, checksums verified"

@@ -114,10 +114,14 @@ def run_arm(
         return outcome
 
     def probe(rate: float) -> float:
-        # An invalid run is not a measurement: the search must not bisect on it.
+        # An invalid run is not a measurement, and neither is a harness fault ("error": the
+        # run never measured the server): the search must not bisect on either.
         o = run(rate, cfg.keep_probe_records)
         if o.status == "invalid":
             raise InvalidMeasurement(rate, o.error or "invalid run")
+        if o.status == "error":
+            first = (o.error or "").splitlines()[0] if o.error else "?"
+            raise InvalidMeasurement(rate, f"harness error, not a measurement: {first}")
         return o.attainment
 
     try:
@@ -187,15 +191,24 @@ def run_ab(
     out_dir: Path,
     meta: dict[str, Any],
     on_run: Callable[[RunOutcome], None] | None = None,
+    prior_runs: dict[str, dict[float, RunOutcome]] | None = None,
 ) -> dict[str, Any]:
-    """Run every arm, then every arm again at the common detail rate (records kept)."""
+    """Run every arm, then every arm again at the common detail rate (records kept).
+
+    prior_runs: arm -> rate -> finished outcome (a --resume, see resume.py): those runs are
+    reused, not run again; the capacity searches replay them in the same order, so the result
+    is the one an uninterrupted run gives."""
     out_dir.mkdir(parents=True, exist_ok=True)
     describe = getattr(backend, "describe", None)  # optional for test doubles
     index: dict[str, Any] = {**(describe() if describe else {}), **meta}
     index.update(backend=backend.kind, label=backend.label)
     index["config"] = asdict(cfg)
     _write_index(out_dir, index)
-    results = [run_arm(backend, arm, cfg, out_dir, on_run) for arm in arms]
+    prior_runs = prior_runs or {}
+    results = [
+        run_arm(backend, arm, cfg, out_dir, on_run, _prior(prior_runs.get(arm.name)))
+        for arm in arms
+    ]
     detail = pick_detail_rate(results, cfg)
     index["detail_rate"] = detail
     _write_index(out_dir, index)
@@ -221,6 +234,24 @@ def run_ab(
     }
     _write_index(out_dir, index)
     return index
+
+
+def _prior(runs: dict[float, RunOutcome] | None) -> ArmResult | None:
+    return ArmResult(arm="", runs=dict(runs)) if runs else None
+
+
+FAILED_RUN = ("error", "start_failed", "crashed")
+
+
+def failed_arms(index: dict[str, Any]) -> list[str]:
+    """Arms of a run_ab index none of whose runs measured anything (no runs at all, or each
+    one error / start_failed / crashed): the A/B has no result for them."""
+    out = []
+    for name, arm in index.get("arms", {}).items():
+        statuses = list(arm.get("runs", {}).values())
+        if not statuses or all(s in FAILED_RUN for s in statuses):
+            out.append(name)
+    return out
 
 
 def _write_index(out_dir: Path, index: dict[str, Any]) -> None:

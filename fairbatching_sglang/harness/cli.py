@@ -11,6 +11,9 @@ from typing import Annotated
 
 import typer
 
+from fairbatching_sglang.harness import cli_checks as chk
+from fairbatching_sglang.harness.out_dir import RESUME_FORCE_HELP
+
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(",") if x.strip())
@@ -51,22 +54,61 @@ def ab(
         ),
     ] = "auto",
     out: Annotated[
-        Path | None, typer.Option(help="Output directory (default runs/ab-...).")
+        Path | None,
+        typer.Option(
+            help="Output directory (default runs/ab-...). "
+            + RESUME_FORCE_HELP.format(manifest="ab.json")
+        ),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the run in --out: same configuration (hash in ab.json) or refused; "
+            "finished runs/probes are reused, interrupted ones run again."
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Delete the harness's earlier results in --out (ab.json, arm directories, "
+            "report, CSVs, plots) before starting."
+        ),
+    ] = False,
     rates: Annotated[
-        str, typer.Option(help="Fixed rate scales every arm runs, e.g. 0.5,1,2.")
+        str,
+        typer.Option(
+            callback=chk.rate_list, help="Fixed rate scales every arm runs (> 0), e.g. 0.5,1,2."
+        ),
     ] = "",
     capacity: Annotated[bool, typer.Option(help="Search each arm's capacity.")] = True,
-    targets: Annotated[str, typer.Option(help="Attainment targets of the search.")] = "0.9,0.99",
-    start_rate: Annotated[float, typer.Option(help="First probe of the search.")] = 1.0,
-    rel_tol: Annotated[float, typer.Option(help="Stop bisecting at hi/lo - 1 <= this.")] = 0.02,
-    max_probes: Annotated[int, typer.Option(help="Probe budget per target.")] = 14,
+    targets: Annotated[
+        str,
+        typer.Option(
+            callback=chk.non_empty_target_list, help="Attainment targets of the search, in (0, 1]."
+        ),
+    ] = "0.9,0.99",
+    start_rate: Annotated[
+        float, typer.Option(callback=chk.positive, help="First probe of the search (> 0).")
+    ] = 1.0,
+    rel_tol: Annotated[
+        float, typer.Option(callback=chk.non_negative, help="Stop bisecting at hi/lo - 1 <= this.")
+    ] = 0.02,
+    max_probes: Annotated[
+        int, typer.Option(callback=chk.at_least(1), help="Probe budget per target (>= 1).")
+    ] = 14,
     detail_rate: Annotated[
         float | None,
-        typer.Option(help="Common rate of latency tables/CDFs (default: lowest 90% capacity)."),
+        typer.Option(
+            callback=chk.optional_positive,
+            help="Common rate of latency tables/CDFs (default: lowest 90% capacity).",
+        ),
     ] = None,
-    slo_ttft_ms: Annotated[float, typer.Option(help="TTFT SLO (ms).")] = 1000.0,
-    slo_tpot_ms: Annotated[float, typer.Option(help="TPOT SLO (ms).")] = 50.0,
+    slo_ttft_ms: Annotated[float, typer.Option(callback=chk.positive, help="TTFT SLO (ms).")] = (
+        1000.0
+    ),
+    slo_tpot_ms: Annotated[float, typer.Option(callback=chk.positive, help="TPOT SLO (ms).")] = (
+        50.0
+    ),
     profile: Annotated[
         str,
         typer.Option(
@@ -99,16 +141,19 @@ def ab(
         list[str] | None, typer.Option(help="gpu/emulated: extra server argument (repeatable).")
     ] = None,
     request_timeout_s: Annotated[
-        float, typer.Option(help="gpu/emulated: per-request timeout (s).")
+        float, typer.Option(callback=chk.positive, help="gpu/emulated: per-request timeout (s).")
     ] = 600.0,
     max_in_flight: Annotated[
-        int, typer.Option(help="gpu/emulated: connection cap (counted if hit).")
+        int,
+        typer.Option(callback=chk.at_least(1), help="gpu/emulated: connection cap (hits counted)."),
     ] = 4096,
     health_timeout_s: Annotated[
         float | None,
         typer.Option(help="gpu/emulated: wait for /health (s; default gpu 900, emulated 180)."),
     ] = None,
-    num_warmup: Annotated[int, typer.Option(help="gpu/emulated: warm-up requests.")] = 4,
+    num_warmup: Annotated[
+        int, typer.Option(callback=chk.at_least(0), help="gpu/emulated: warm-up requests.")
+    ] = 4,
     # Emulated device
     device_model: Annotated[
         str,
@@ -146,23 +191,37 @@ def ab(
         float, typer.Option(help="Emulated validity: client dispatch lag p99 (ms, <0: off).")
     ] = 50.0,
 ) -> None:
-    """Run ARMS on TRACE, search capacity, write one directory per arm/rate and a report."""
+    """Run ARMS on TRACE, search capacity, write one directory per arm/rate and a report.
+
+    Exit codes: 0 done; 1 some arm has no result (every one of its runs failed); 2 bad options
+    or inputs (incl. a refused --out); 130 interrupted (finished runs kept: rerun with --resume).
+    """
     from rich.console import Console
 
     from fairbatching_sglang import __version__
     from fairbatching_sglang.core import SloTable, SloTargets
-    from fairbatching_sglang.harness.ab import AbConfig, run_ab
+    from fairbatching_sglang.harness.ab import AbConfig, failed_arms, run_ab
+    from fairbatching_sglang.harness.ab_identity import ab_config_fields, backend_identity
     from fairbatching_sglang.harness.arms import resolve_arms
     from fairbatching_sglang.harness.capacity import CapacityConfig
     from fairbatching_sglang.harness.gpu_backend import gpu_name
+    from fairbatching_sglang.harness.measured_backend import MeasuredBackend
     from fairbatching_sglang.harness.measured_cli import (
         MeasuredOptions,
         OptionError,
         build_measured_backend,
         warn_without_gpu,
     )
+    from fairbatching_sglang.harness.out_dir import (
+        AB_LAYOUT,
+        OutDirError,
+        manifest_fields,
+        prepare_out_dir,
+    )
     from fairbatching_sglang.harness.outcome import RunOutcome
     from fairbatching_sglang.harness.preflight import PreflightError
+    from fairbatching_sglang.harness.resume import count_finished, finished_by_arm
+    from fairbatching_sglang.harness.sim_backend import SimBackend
     from fairbatching_sglang.harness.starvation import StarvationThresholds
     from fairbatching_sglang.profiles import ProfileError, load_profile
     from fairbatching_sglang.report import write_report
@@ -194,16 +253,8 @@ def ab(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
-    if kind == "sim":
-        from fairbatching_sglang.harness.sim_backend import SimBackend
-        from fairbatching_sglang.profiles.device_spec import parse_device_model
-        from fairbatching_sglang.sim.config import SimConfig
-
-        sim_cfg = SimConfig(overlap_schedule=sim_overlap_schedule)
-        be = SimBackend(
-            table, prof, slo, sim_cfg, command, device_model=parse_device_model(device_model)
-        )
-    else:
+    opts: MeasuredOptions | None = None
+    if kind != "sim":
         opts = MeasuredOptions(
             kind=kind, profile=profile, model=model, stock_venv=stock_venv,
             patched_venv=patched_venv, venv=venv, port=port,
@@ -216,17 +267,41 @@ def ab(
                 _bound(max_dispatch_lag_p99_ms),
             ),
         )  # fmt: skip
+    out_dir = out or Path("runs") / f"ab-{kind}-{trace.stem}"
+    fields = ab_config_fields(
+        table=table,
+        window={"format": trace_format, "start": start_s, "duration": duration_s,
+                "max_rows": max_rows},
+        slo=slo, profile=prof, device_model=device_model,
+        backend=backend_identity(kind, sim_overlap_schedule, opts), cfg=cfg,
+    )  # fmt: skip
+    be: SimBackend | MeasuredBackend
+    if opts is None:
+        from fairbatching_sglang.profiles.device_spec import parse_device_model
+        from fairbatching_sglang.sim.config import SimConfig
+
+        sim_cfg = SimConfig(overlap_schedule=sim_overlap_schedule)
+        be = SimBackend(
+            table, prof, slo, sim_cfg, command, device_model=parse_device_model(device_model)
+        )
+    else:
         if (warning := warn_without_gpu(opts)) is not None:
             typer.echo(warning, err=True)
         try:
             be = build_measured_backend(opts, table, slo, command)
-            sglang_versions = be.preflight(arm_list)  # before any server starts
         except OptionError as exc:
             raise typer.BadParameter(str(exc)) from exc
+    try:  # every option checked, no server started yet: only now may --force delete anything
+        resumed = prepare_out_dir(out_dir, AB_LAYOUT, fields, resume=resume, force=force)
+    except OutDirError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if isinstance(be, MeasuredBackend):
+        try:
+            sglang_versions = be.preflight(arm_list)  # before any server starts
         except PreflightError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
-    out_dir = out or Path("runs") / f"ab-{kind}-{trace.stem}"
     meta = {
         "command": command,
         "versions": {"fairbatching_sglang": __version__, "python": platform.python_version()},
@@ -239,6 +314,7 @@ def ab(
             "span_s": table.span_s,
             "transformations": list(table.transformations),
         },
+        **manifest_fields(fields),
     }
 
     def on_run(o: RunOutcome) -> None:
@@ -255,7 +331,22 @@ def ab(
         meta["interpreters"] = sorted(sglang_versions)
     if kind == "emulated":
         meta["device_model"] = be.recipe.describe()["device_model"]
-    with console.status(f"A/B on {table.num_requests} requests ({be.label})"):
-        run_ab(be, arm_list, cfg, out_dir, meta, on_run)
+    prior = finished_by_arm(out_dir, list(cfg.arms)) if resumed else None
+    if prior:
+        n = sum(len(v) for v in prior.values())
+        console.print(f"resuming {out_dir}: {n} finished run(s) reused")
+    try:
+        with console.status(f"A/B on {table.num_requests} requests ({be.label})"):
+            index = run_ab(be, arm_list, cfg, out_dir, meta, on_run, prior)
+    except KeyboardInterrupt:
+        typer.echo(
+            f"interrupted: {count_finished(out_dir)} finished run(s) kept in {out_dir}; "
+            "the same command with --resume continues",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     report = write_report(out_dir, title)
     console.print(f"report: {report}")
+    if bad := failed_arms(index):
+        typer.echo(f"error: no run of arm(s) {', '.join(bad)} succeeded (see {report})", err=True)
+        raise typer.Exit(1)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fairbatching_sglang.core import SloTable
+from fairbatching_sglang.harness.sse import BadChunk, parse_chunk
 from fairbatching_sglang.harness.tokens import TokenConfig, prompt_ids
 from fairbatching_sglang.sim.runner import workload_from_table
 from fairbatching_sglang.workload import RequestTable
@@ -135,16 +136,34 @@ class _Replay:
             self.client = client
             self.t0 = time.perf_counter() + cfg.start_delay_s
             tasks: list[asyncio.Task[None]] = []
-            for i in range(self.n):
-                # Create each task shortly before its send time: the pending set stays small.
-                wake = self.t0 + self.work.arrival_ms[i] / 1000.0 - cfg.prepare_ahead_s
-                delay = wake - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(self._one(i)))
-            await asyncio.gather(*tasks)
+            try:
+                for i in range(self.n):
+                    # Create each task shortly before its send time: the pending set stays small.
+                    wake = self.t0 + self.work.arrival_ms[i] / 1000.0 - cfg.prepare_ahead_s
+                    delay = wake - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(self._one(i)))
+            except asyncio.CancelledError:  # Ctrl-C: stop now, requests in flight included
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+            finally:
+                # Even when the loop above fails, the requests already sent finish their records.
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _one(self, i: int) -> None:
+        try:
+            await self._one_unguarded(i)
+        except Exception as exc:  # a bug or odd input for one request must not end the run
+            if self.rows[i] is None:
+                self._record_lost(i, f"client: {type(exc).__name__}: {exc}")
+
+    def _record_lost(self, i: int, error: str) -> None:
+        self._record(i, float(self.work.arrival_ms[i]), math.nan, [], 0, "failed", error)
+
+    async def _one_unguarded(self, i: int) -> None:
         sched_ms = float(self.work.arrival_ms[i])
         try:
             body = self._body(i)
@@ -186,14 +205,13 @@ class _Replay:
                         if data == "[DONE]":
                             done = True
                             break
-                        chunk = json.loads(data)
-                        if "error" in chunk:
-                            return times, cached, "failed", f"server: {chunk['error']!s:.300}"
-                        meta = chunk.get("meta_info") or {}
-                        count = int(meta.get("completion_tokens", len(times)))
-                        now = self._ms()
-                        times.extend([now] * max(0, count - len(times)))
-                        cached = int(meta.get("cached_tokens") or cached)
+                        chunk = parse_chunk(data, expected, int(self.work.input_tokens[i]))
+                        if chunk.error is not None:
+                            return times, cached, "failed", f"server: {chunk.error}"
+                        count = chunk.completion_tokens
+                        if count is not None and count > len(times):
+                            times.extend([self._ms()] * (count - len(times)))
+                        cached = chunk.cached_tokens or cached
                     if not done:
                         return times, cached, "failed", "stream broken: ended without [DONE]"
                     if len(times) != expected:
@@ -207,8 +225,10 @@ class _Replay:
             return times, cached, "failed", f"connect error: {exc}"
         except httpx.TransportError as exc:
             return times, cached, "failed", f"stream broken: {type(exc).__name__}: {exc}"
-        except (httpx.HTTPError, ValueError) as exc:
-            return times, cached, "failed", f"{type(exc).__name__}: {exc}"
+        except BadChunk as exc:
+            return times, cached, "failed", f"bad chunk: {exc}"
+        except Exception as exc:  # one request's fault, whatever it is, is that request's record
+            return times, cached, "failed", f"client: {type(exc).__name__}: {exc}"
 
     def _record(
         self,
@@ -254,11 +274,15 @@ async def replay_async(
 ) -> ReplayResult:
     r = _Replay(table, slo_table, cfg, progress)
     start = time.perf_counter()
-    await r.run()
+    why = "client: request never completed its record"
+    try:
+        await r.run()
+    except Exception as exc:  # keep every record the replay has; the rest fail with the reason
+        why = f"client: replay aborted: {type(exc).__name__}: {exc}"
     wall_s = time.perf_counter() - start
-    missing = [i for i, row in enumerate(r.rows) if row is None]
-    if missing:  # a bug, not a server fault: fail loudly rather than publish a partial record
-        raise RuntimeError(f"replay lost {len(missing)} request(s), e.g. rid {missing[:5]}")
+    for i, row in enumerate(r.rows):
+        if row is None:  # every request ends in exactly one record, whatever happened
+            r._record_lost(i, why)
     records = pd.DataFrame(r.rows)
     return ReplayResult(
         records=records,

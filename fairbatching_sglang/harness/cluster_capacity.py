@@ -8,8 +8,10 @@ single-instance reports. Afterwards every combination of one N also runs at a co
 90% capacity of round-robin + sglang-mixed at that N, see common_rates) for the latency table.
 
 Layout: <out>/cluster.json (config, command, versions), <out>/n<N>/<router>/<arm>.json (every
-probe's summary and the capacities). Combinations run in a process pool (`jobs`), each
-deterministic, so the result does not depend on the pool.
+probe's summary and the capacities), <out>/n<N>/<router>/<arm>.probes/ (one file per finished
+probe, written at once by the worker: what Ctrl-C keeps and --resume starts from).
+Combinations run in a process pool (`jobs`), each deterministic, so the result does not depend
+on the pool.
 
 Heterogeneous replicas (`replica_profiles`, one profile per replica): the mix replaces the
 replica-count list (one N = len(mix)); the rate scale stays per replica (trace compressed N*s),
@@ -22,7 +24,6 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from typing import Any
 from fairbatching_sglang.core import SloTable
 from fairbatching_sglang.harness.arms import ARMS
 from fairbatching_sglang.harness.capacity import CapacityConfig, ProbeCache, find_capacity
+from fairbatching_sglang.harness.pool import run_all
+from fairbatching_sglang.harness.probe_store import load_probes, probe_dir, save_probe
 from fairbatching_sglang.profiles import CostProfile
 from fairbatching_sglang.sim.cluster import RouterConfig, run_cluster_simulation
 from fairbatching_sglang.sim.config import SimConfig
@@ -69,6 +72,7 @@ class ClusterJob:
     capacity: CapacityConfig
     extra_rates: tuple[float, ...] = ()
     replica_profiles: tuple[CostProfile, ...] | None = None
+    probe_dir: Path | None = None  # each finished probe is saved there (probe_store.py)
 
 
 def _probe(job: ClusterJob, rate: float) -> dict[str, Any]:
@@ -101,6 +105,8 @@ def run_job(job: ClusterJob, prior: dict[float, dict[str, Any]] | None = None) -
     def attainment(rate: float) -> float:
         if rate not in summaries:
             summaries[rate] = _probe(job, rate)
+            if job.probe_dir is not None:
+                save_probe(job.probe_dir, rate, summaries[rate])
         a = summaries[rate].get("slo_attainment", float("nan"))
         return 0.0 if a is None or math.isnan(a) else float(a)
 
@@ -140,20 +146,14 @@ def _run_pool(
     on_done: Callable[[dict[str, Any]], None],
 ) -> list[dict[str, Any]]:
     docs: list[dict[str, Any] | None] = [None] * len(jobs)
-    if num_workers <= 1:
-        for i, (job, prior) in enumerate(zip(jobs, priors, strict=True)):
-            docs[i] = run_job(job, prior)
-            on_done(docs[i])  # type: ignore[arg-type]
-    else:
-        with ProcessPoolExecutor(num_workers) as pool:
-            futures = {
-                pool.submit(run_job, job, prior): i
-                for i, (job, prior) in enumerate(zip(jobs, priors, strict=True))
-            }
-            for fut in as_completed(futures):
-                i = futures[fut]
-                docs[i] = fut.result()
-                on_done(docs[i])  # type: ignore[arg-type]
+
+    def done(i: int, doc: dict[str, Any]) -> None:
+        docs[i] = doc
+        on_done(doc)
+
+    # Ctrl-C: the pool stops at once (pool.py); finished jobs are written, finished probes of
+    # the others are in their probe files.
+    run_all(run_job, list(zip(jobs, priors, strict=True)), num_workers, done)
     return [d for d in docs if d is not None]
 
 
@@ -173,9 +173,14 @@ def run_cluster_capacity(
     num_workers: int = 1,
     on_progress: Callable[[str, int, int], None] | None = None,
     replica_profiles: Sequence[CostProfile] | None = None,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
     """Search every combination, then run each N's combinations at its common rate. Returns the
-    job documents (also written under out_dir, each as soon as it finishes).
+    job documents (also written under out_dir, each as soon as it finishes; every probe is
+    saved as it finishes, see probe_store.py).
+
+    resume: start each search from the probes saved in out_dir by an earlier (interrupted) run
+    of the same configuration (the caller checks that, see out_dir.py): they are not run again.
 
     replica_profiles: a heterogeneous mix (one profile per replica); replaces `replicas` with
     [len(mix)] and `profile` for pricing."""
@@ -202,12 +207,13 @@ def run_cluster_capacity(
     (out_dir / "cluster.json").write_text(json.dumps(index, indent=2, default=str) + "\n")
     jobs = [
         ClusterJob(
-            table, profile, slo_table, sim_config, n, r, a, targets, capacity, replica_profiles=mix
+            table, profile, slo_table, sim_config, n, r, a, targets, capacity,
+            replica_profiles=mix, probe_dir=probe_dir(out_dir, n, r.label, a),
         )
         for n in replicas
         for r in routers
         for a in arms
-    ]
+    ]  # fmt: skip
     total = len(jobs) * 2
     done = 0
 
@@ -218,7 +224,8 @@ def run_cluster_capacity(
         if on_progress is not None:
             on_progress(f"n{doc['num_replicas']} {doc['router']} {doc['arm']}", done, total)
 
-    docs = _run_pool(jobs, [None] * len(jobs), num_workers, on_done)
+    saved = [load_probes(j.probe_dir) if resume and j.probe_dir else None for j in jobs]
+    docs = _run_pool(jobs, saved, num_workers, on_done)
     common = common_rates(docs, targets[0])
     index["common_rate"] = {str(n): r for n, r in common.items()}
     (out_dir / "cluster.json").write_text(json.dumps(index, indent=2, default=str) + "\n")

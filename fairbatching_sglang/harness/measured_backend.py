@@ -176,6 +176,9 @@ class MeasuredArmSession:
             return RunOutcome(
                 self.arm.name, rate, "start_failed", error=str(exc), out_dir=str(run_dir)
             )
+        except BaseException:
+            server.stop()  # Ctrl-C while it starts: no orphan server (own session) left behind
+            raise
         client_cfg = replace(
             b.cfg.client or ClientConfig(base_url=spec.base_url),
             base_url=spec.base_url,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,10 @@ class RunOutcome:
 
     def write(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "status.json").write_text(json.dumps(asdict(self), indent=2, default=str) + "\n")
+        # Written whole or not at all: a --resume trusts every status.json it finds.
+        tmp = run_dir / "status.json.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2, default=str) + "\n")
+        os.replace(tmp, run_dir / "status.json")
 
     @classmethod
     def read(cls, run_dir: Path) -> RunOutcome:

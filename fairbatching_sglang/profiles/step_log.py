@@ -10,7 +10,9 @@ Fields (units as in the cost model):
     predicted_ms        float >= 0 optional: what the scheduler's cost model predicted
     time_s              float      optional: when the step ended (any clock, seconds)
 
-Blank lines and lines starting with '#' are skipped. Unknown fields are kept in `extra`.
+Blank lines and lines starting with '#' are skipped, and so are lines whose measured_ms is null
+(the patched server's step log writes that for a step followed by an idle period, whose end it
+did not observe). Unknown fields are kept in `extra`.
 Errors name the file, the line and the field.
 """
 
@@ -113,12 +115,21 @@ def read_step_log(path: str | Path) -> list[StepRecord]:
     with p.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             text = line.strip()
-            if not text or text.startswith("#"):
+            if not text or text.startswith("#") or _unmeasured(text):
                 continue
             records.append(parse_step_line(text, str(p), lineno))
     if not records:
         raise StepLogError(f"{p}: no steps in the log")
     return records
+
+
+def _unmeasured(text: str) -> bool:
+    if '"measured_ms":null' not in text.replace(" ", ""):
+        return False
+    try:
+        return json.loads(text).get("measured_ms", 0) is None
+    except (json.JSONDecodeError, AttributeError):
+        return False  # parse_step_line names the problem
 
 
 def write_step_log(path: str | Path, records: Iterable[StepRecord]) -> int:

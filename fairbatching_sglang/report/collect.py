@@ -33,8 +33,13 @@ class AbData:
 
 def load_ab(root: Path) -> AbData:
     index = json.loads((root / "ab.json").read_text()) if (root / "ab.json").exists() else {}
+    # Only this run's arms: a directory left by another run must not join the report (the CLI
+    # refuses such an --out; this guards direct callers too).
+    listed = set(index.get("config", {}).get("arms", []))
     rows = []
     for status_path in sorted(root.glob("*/x*/status.json")):
+        if listed and status_path.parent.parent.name not in listed:
+            continue
         st = json.loads(status_path.read_text())
         rows.append(
             {
@@ -50,6 +55,8 @@ def load_ab(root: Path) -> AbData:
     if len(runs):
         runs = runs.sort_values(["arm", "rate_scale"]).reset_index(drop=True)
     capacity = {
-        p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/capacity.json"))
+        p.parent.name: json.loads(p.read_text())
+        for p in sorted(root.glob("*/capacity.json"))
+        if not listed or p.parent.name in listed
     }
     return AbData(root, index, runs, capacity)

@@ -37,17 +37,28 @@ class StepRecord:
 
 
 class StepLog:
-    """Buffered JSONL writer; a record is written once its measured time is known."""
+    """Buffered JSONL writer; a record is written once its measured time is known.
+
+    Flushed at most once a second (a line per step would cost a syscall per step), so a live
+    reader or a killed server loses at most the last second. A step followed by an idle period
+    has no measured time (its end is not observed): `measured_ms` is null there, and
+    profiles/step_log.read_step_log skips such lines."""
+
+    FLUSH_INTERVAL_S = 1.0
 
     def __init__(self, path: str) -> None:
         self._file: IO[str] = open(path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
         self._pending: StepRecord | None = None
+        self._last_flush_s = 0.0
 
     def record(self, rec: StepRecord | None, now_s: float) -> None:
         pending = self._pending
         if pending is not None:
             measured = (now_s - pending.time_s) * 1000.0 if rec is not None else None
             self._file.write(json.dumps({**asdict(pending), "measured_ms": measured}) + "\n")
+            if rec is None or now_s - self._last_flush_s >= self.FLUSH_INTERVAL_S:
+                self._file.flush()
+                self._last_flush_s = now_s
         self._pending = rec
 
     def close(self) -> None:

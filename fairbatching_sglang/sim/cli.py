@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from fairbatching_sglang.harness import cli_checks as chk
+from fairbatching_sglang.harness.out_dir import RESUME_FORCE_HELP
+
 if TYPE_CHECKING:
     from rich.progress import Progress
 
@@ -33,9 +36,15 @@ def simulate(
         Path, typer.Option(help="Trace file (any format `fairbatching trace` reads).")
     ],
     policy: Annotated[str, typer.Option(help=POLICY_HELP)] = "fairbatching",
-    rate_scale: Annotated[float, typer.Option(help="Time compression: 2 = twice the rate.")] = 1.0,
-    slo_ttft_ms: Annotated[float, typer.Option(help="Default TTFT SLO (ms).")] = 1000.0,
-    slo_tpot_ms: Annotated[float, typer.Option(help="Default TPOT SLO (ms).")] = 50.0,
+    rate_scale: Annotated[
+        float, typer.Option(callback=chk.positive, help="Time compression: 2 = twice the rate.")
+    ] = 1.0,
+    slo_ttft_ms: Annotated[
+        float, typer.Option(callback=chk.positive, help="Default TTFT SLO (ms).")
+    ] = 1000.0,
+    slo_tpot_ms: Annotated[
+        float, typer.Option(callback=chk.positive, help="Default TPOT SLO (ms).")
+    ] = 50.0,
     profile: Annotated[str, typer.Option(help="Cost profile name or JSON path.")] = (
         "h100-llama3.1-8b"
     ),
@@ -49,7 +58,23 @@ def simulate(
             "steplog:PATH (the planner still believes --policy-profile or --profile)."
         ),
     ] = "profile",
-    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/sim-...).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run directory (default runs/sim-...). "
+            + RESUME_FORCE_HELP.format(manifest="run.json")
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse the finished run in --out (same configuration, hash in run.json) "
+            "instead of simulating again; an unfinished one runs again."
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="Delete the earlier run's files in --out before starting.")
+    ] = False,
     trace_format: Annotated[str | None, typer.Option("--format", help="Trace format.")] = None,
     start_s: Annotated[float | None, typer.Option("--start", help="Window start (s).")] = None,
     duration_s: Annotated[float | None, typer.Option("--duration", help="Window (s).")] = None,
@@ -57,7 +82,9 @@ def simulate(
     chunked_prefill_size: Annotated[int, typer.Option(help="SGLang chunked_prefill_size.")] = 8192,
     max_running_requests: Annotated[int, typer.Option(help="SGLang max_running_requests.")] = 1024,
     sarathi_token_budget: Annotated[int, typer.Option(help="Sarathi token budget.")] = 2048,
-    step_overhead_ms: Annotated[float, typer.Option(help="CPU overhead per step (ms).")] = 0.5,
+    step_overhead_ms: Annotated[
+        float, typer.Option(callback=chk.non_negative, help="CPU overhead per step (ms).")
+    ] = 0.5,
     fb_anchor: Annotated[
         str, typer.Option(help="FairBatching decode envelope anchor: arrival | first_token.")
     ] = "first_token",
@@ -77,7 +104,17 @@ def simulate(
 ) -> None:
     """Simulate POLICY on TRACE and write records, step trace and summary to a run directory."""
 
+    import dataclasses
+
     from fairbatching_sglang.core import FairBatchingConfig, SloTable, SloTargets
+    from fairbatching_sglang.harness.out_dir import (
+        SIM_RUN_LAYOUT,
+        OutDirError,
+        is_complete,
+        prepare_out_dir,
+        stamp_manifest,
+    )
+    from fairbatching_sglang.harness.run_config import profile_identity, table_identity
     from fairbatching_sglang.profiles import ProfileError, load_profile
     from fairbatching_sglang.profiles.device_spec import parse_device_model
     from fairbatching_sglang.sim.config import SimConfig
@@ -113,6 +150,29 @@ def simulate(
         raise typer.Exit(2) from exc
     out_dir = out or Path("runs") / f"sim-{trace.stem}-{policy}-x{rate_scale:g}"
     command = "fairbatching simulate " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [])
+    fields = {
+        "trace": table_identity(
+            table, format=trace_format, start=start_s, duration=duration_s, max_rows=max_rows
+        ),
+        "policy": policy,
+        "rate_scale": rate_scale,
+        "slo": dataclasses.asdict(slo.default),
+        "profile": profile_identity(prof),
+        "policy_profile": profile_identity(plan_prof),
+        "device_model": device_model,
+        "sim_config": dataclasses.asdict(sim_cfg),
+        "fairbatching_config": dataclasses.asdict(fb_cfg),
+    }
+    try:
+        resumed = prepare_out_dir(out_dir, SIM_RUN_LAYOUT, fields, resume=resume, force=force)
+    except OutDirError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if resumed and is_complete(out_dir, "run.json"):
+        typer.echo((out_dir / "summary.md").read_text())
+        typer.echo(f"resumed: the finished run in {out_dir} is reused (same configuration)")
+        return
+    stamp_manifest(out_dir, "run.json", fields, complete=False)
     with count_progress() as bar:
         task = bar.add_task(f"{policy} x{rate_scale:g}", total=table.num_requests)
 
@@ -133,6 +193,7 @@ def simulate(
             command=command,
             device_model=device,
         )
+    stamp_manifest(out_dir, "run.json", fields, complete=True)  # run_simulation rewrote it
     typer.echo((out_dir / "summary.md").read_text())
     typer.echo(
         f"simulated {result.engine.num_requests} requests in {result.wall_s:.2f} s "

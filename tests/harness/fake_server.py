@@ -3,7 +3,8 @@ SGLang router `smg` and our admission router), in a thread.
 
 POST /generate streams chunked SSE. behavior(body) picks what a request gets: "ok", "500",
 "broken" (stream cut mid-way), "hang" (headers, then nothing), "error_chunk" (an SSE chunk with an
-"error" key). A body with "stream": false gets one JSON answer instead.
+"error" key), "raw:<data>" (one chunk `data: <data>` as given, then a token and [DONE]). A body
+with "stream": false gets one JSON answer instead.
 
 GET /v1/loads answers like the patched SGLang 0.5.23 (`entrypoints/v1_loads.py`, one DP rank);
 set `srv.load` (a dict of per-rank fields, e.g. fairbatching_prefill_admission_tokens or
@@ -220,7 +221,11 @@ class FakeServer:
             await asyncio.sleep(30)
             return
         writer.write(HEAD_OK)
-        if mode == "error_chunk":
+        if mode.startswith("raw:"):  # one chunk with this data, then a first token and [DONE]
+            writer.write(_sse(mode[4:].encode()))
+            writer.write(_sse({"text": "x", "meta_info": {"completion_tokens": 1}}))
+            writer.write(_sse(b"[DONE]"))
+        elif mode == "error_chunk":
             writer.write(_sse({"error": {"message": "engine failure"}}))
         else:
             sent = 0

@@ -91,3 +91,15 @@ def test_failed_arms_do_not_lose_others(tmp_path: Path) -> None:
     assert "server crashed" in err["error"]
     text = write_report(tmp_path).read_text()
     assert "MEASURED ON FAKE GPU" in text and "start_failed" in text
+
+
+def test_harness_error_is_no_measurement(tmp_path: Path) -> None:
+    # sglang-default's run at x2 raises (a harness fault): the search must stop there with a
+    # lower bound, not bisect between 1 and 2 as if the server had failed every request.
+    cfg = AbConfig(arms=("sglang-default",), capacity=CapacityConfig(max_probes=6))
+    index = run_ab(_FlakyBackend(), resolve_arms(["sglang-default"], "gpu"), cfg, tmp_path, {})
+    cap = json.loads((tmp_path / "sglang-default" / "capacity.json").read_text())
+    assert [p["rate_scale"] for p in cap["probes"]] == [1.0]
+    assert cap["bounds"]["0.9"] == "lower" and cap["capacity"]["0.9"] == 1.0
+    assert "harness error" in cap["invalid_probes"][0]["reason"]
+    assert index["arms"]["sglang-default"]["runs"]["x2"] == "error"

@@ -73,3 +73,18 @@ def test_missing_and_empty_files(tmp_path):
     empty.write_text("\n")
     with pytest.raises(StepLogError, match="no steps"):
         read_step_log(empty)
+
+
+def test_unmeasured_lines_are_skipped(tmp_path) -> None:
+    # The patched server writes measured_ms null for a step followed by an idle period.
+    from fairbatching_sglang.profiles.step_log import read_step_log
+
+    p = tmp_path / "s.jsonl"
+    p.write_text(
+        '{"num_prefill_tokens": 10, "num_decode_reqs": 1, "decode_kv_tokens": 5, '
+        '"prefill_attn_work": 50.0, "measured_ms": 3.5}\n'
+        '{"num_prefill_tokens": 0, "num_decode_reqs": 2, "decode_kv_tokens": 9, '
+        '"prefill_attn_work": 0.0, "measured_ms": null}\n'
+    )
+    recs = read_step_log(p)
+    assert [r.measured_ms for r in recs] == [3.5]

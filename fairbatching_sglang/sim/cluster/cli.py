@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from fairbatching_sglang.harness import cli_checks as chk
+from fairbatching_sglang.harness.out_dir import RESUME_FORCE_HELP
 from fairbatching_sglang.sim.cli import count_progress
 from fairbatching_sglang.sim.cluster.config import ROUTER_NAMES, SMG_LOAD_POLL_INTERVAL_MS
 
@@ -78,30 +80,83 @@ FormatOpt = Annotated[str | None, typer.Option("--format", help="Trace format.")
 StartOpt = Annotated[float | None, typer.Option("--start", help="Trace window start (s).")]
 DurationOpt = Annotated[float | None, typer.Option("--duration", help="Trace window (s).")]
 ProfileOpt = Annotated[str, typer.Option(help="Cost profile name or JSON path.")]
-TtftOpt = Annotated[float, typer.Option(help="TTFT SLO (ms).")]
-TpotOpt = Annotated[float, typer.Option(help="TPOT SLO (ms).")]
+TtftOpt = Annotated[float, typer.Option(callback=chk.positive, help="TTFT SLO (ms).")]
+TpotOpt = Annotated[float, typer.Option(callback=chk.positive, help="TPOT SLO (ms).")]
 PollOpt = Annotated[
     float,
-    typer.Option(help="Router load poll interval (ms); 0 = fresh loads at every decision."),
+    typer.Option(
+        callback=chk.non_negative,
+        help="Router load poll interval (ms); 0 = fresh loads at every decision.",
+    ),
 ]
-OverheadOpt = Annotated[float, typer.Option(help="CPU overhead per step (ms).")]
+OverheadOpt = Annotated[
+    float, typer.Option(callback=chk.non_negative, help="CPU overhead per step (ms).")
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Continue the run in --out (same configuration, checked by its hash) instead of "
+        "refusing the non-empty directory; finished work is reused."
+    ),
+]
+ForceOpt = Annotated[
+    bool, typer.Option(help="Delete the earlier run's files in --out before starting.")
+]
+
+
+def _guard_out(out: Path, layout: Any, fields: dict[str, Any], resume: bool, force: bool) -> bool:
+    """The non-empty --out rule (harness/out_dir.py); exit 2 with the reason when refused."""
+    from fairbatching_sglang.harness.out_dir import OutDirError, prepare_out_dir
+
+    try:
+        return prepare_out_dir(out, layout, fields, resume=resume, force=force)
+    except OutDirError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _base_fields(
+    table: Any, window: dict[str, Any], prof: Any, slo: Any, sim_cfg: Any, mix: list[Any] | None
+) -> dict[str, Any]:
+    import dataclasses
+
+    from fairbatching_sglang.harness.run_config import profile_identity, table_identity
+
+    return {
+        "trace": table_identity(table, **window),
+        "profile": profile_identity(prof) if mix is None else None,
+        "replica_profiles": None if mix is None else [profile_identity(p) for p in mix],
+        "slo": dataclasses.asdict(slo.default),
+        "sim_config": dataclasses.asdict(sim_cfg),
+    }
 
 
 @cluster_app.command()
 def simulate(
     trace: TraceOpt,
-    replicas: Annotated[int, typer.Option(help="Number of replicas.")] = 4,
+    replicas: Annotated[
+        int, typer.Option(callback=chk.at_least(1), help="Number of replicas (>= 1).")
+    ] = 4,
     router: Annotated[str, typer.Option(help=ROUTER_HELP)] = "admission-budget",
     policy: Annotated[str, typer.Option(help=POLICY_HELP)] = "fairbatching-ft",
     rate_scale: Annotated[
-        float, typer.Option(help="Per-replica rate scale (the trace runs replicas x faster).")
+        float,
+        typer.Option(
+            callback=chk.positive,
+            help="Per-replica rate scale (> 0; the trace runs replicas x faster).",
+        ),
     ] = 1.0,
     load_poll_ms: PollOpt = SMG_LOAD_POLL_INTERVAL_MS,
     seed: Annotated[int, typer.Option(help="Power-of-two RNG seed.")] = 0,
     slo_ttft_ms: TtftOpt = 1000.0,
     slo_tpot_ms: TpotOpt = 50.0,
     profile: ProfileOpt = "h100-llama3.1-8b",
-    out: Annotated[Path | None, typer.Option(help="Run directory.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Run directory. " + RESUME_FORCE_HELP.format(manifest="run.json")),
+    ] = None,
+    resume: ResumeOpt = False,
+    force: ForceOpt = False,
     trace_format: FormatOpt = None,
     start_s: StartOpt = None,
     duration_s: DurationOpt = None,
@@ -128,8 +183,26 @@ def simulate(
     mix = _load_mix(replica_profiles)
     if mix is not None:
         replicas = len(mix)
+    import dataclasses
+
+    from fairbatching_sglang.harness.out_dir import SIM_RUN_LAYOUT, is_complete, stamp_manifest
+
     arm = ARMS[policy]
     out_dir = out or Path("runs") / f"cluster-{trace.stem}-n{replicas}-{router}-{policy}"
+    window = {"format": trace_format, "start": start_s, "duration": duration_s}
+    fields = {
+        **_base_fields(table, window, prof, slo, sim_cfg, mix),
+        "replicas": replicas,
+        "router": dataclasses.asdict(router_cfg),
+        "policy": policy,
+        "rate_scale": rate_scale,
+    }
+    if _guard_out(out_dir, SIM_RUN_LAYOUT, fields, resume, force) and is_complete(
+        out_dir, "run.json"
+    ):
+        typer.echo(f"resumed: the finished run in {out_dir} is reused (same configuration)")
+        return
+    stamp_manifest(out_dir, "run.json", fields, complete=False)
     with count_progress() as bar:
         task = bar.add_task(f"{replicas}x {policy} / {router}", total=table.num_requests)
         result = run_cluster_simulation(
@@ -147,6 +220,7 @@ def simulate(
             command=_command("simulate"),
             replica_profiles=mix,
         )
+    stamp_manifest(out_dir, "run.json", fields, complete=True)  # the run rewrote run.json
     s = result.summary
     what = (
         f"{replicas} x {policy}"
@@ -167,8 +241,27 @@ def simulate(
 @cluster_app.command()
 def capacity(
     trace: TraceOpt,
-    out: Annotated[Path, typer.Option(help="Report directory.")],
-    replicas: Annotated[str, typer.Option(help="Comma-separated replica counts.")] = "4,8",
+    out: Annotated[
+        Path,
+        typer.Option(help="Report directory. " + RESUME_FORCE_HELP.format(manifest="cluster.json")),
+    ],
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the search in --out (same configuration, hash in cluster.json): "
+            "every finished probe is reused, only the missing ones run."
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Delete the earlier results in --out (cluster.json, run.json, n*/ directories, "
+            "report, CSVs, plots) before starting."
+        ),
+    ] = False,
+    replicas: Annotated[
+        str, typer.Option(callback=chk.count_list, help="Comma-separated replica counts (>= 1).")
+    ] = "4,8",
     routers: Annotated[str, typer.Option(help="Comma-separated routers.")] = ",".join(ROUTER_NAMES),
     arms: Annotated[str, typer.Option(help="Comma-separated arms.")] = (
         "sglang-default,sglang-mixed,fairbatching-ft"
@@ -177,11 +270,20 @@ def capacity(
         str, typer.Option(help="Routers also run with fresh loads (an '@fresh' row each).")
     ] = "",
     load_poll_ms: PollOpt = SMG_LOAD_POLL_INTERVAL_MS,
-    start_rate: Annotated[float, typer.Option(help="First per-replica rate probed.")] = 2.0,
-    rel_tol: Annotated[float, typer.Option(help="Bisection stops at hi/lo - 1 <= this.")] = 0.02,
-    max_probes: Annotated[int, typer.Option(help="Probe budget per target.")] = 14,
-    targets: Annotated[str, typer.Option(help="Attainment targets.")] = "0.9,0.99",
-    jobs: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    start_rate: Annotated[
+        float, typer.Option(callback=chk.positive, help="First per-replica rate probed (> 0).")
+    ] = 2.0,
+    rel_tol: Annotated[
+        float,
+        typer.Option(callback=chk.non_negative, help="Bisection stops at hi/lo - 1 <= this."),
+    ] = 0.02,
+    max_probes: Annotated[
+        int, typer.Option(callback=chk.at_least(1), help="Probe budget per target (>= 1).")
+    ] = 14,
+    targets: Annotated[
+        str, typer.Option(callback=chk.non_empty_target_list, help="Attainment targets, (0, 1].")
+    ] = "0.9,0.99",
+    jobs: Annotated[int, typer.Option(callback=chk.at_least(1), help="Worker processes.")] = 2,
     slo_ttft_ms: TtftOpt = 1000.0,
     slo_tpot_ms: TpotOpt = 50.0,
     profile: ProfileOpt = "h100-llama3.1-8b",
@@ -200,8 +302,10 @@ def capacity(
     import json
     import time
 
+    from fairbatching_sglang.harness.arms import ARMS
     from fairbatching_sglang.harness.capacity import CapacityConfig
     from fairbatching_sglang.harness.cluster_capacity import router_variants, run_cluster_capacity
+    from fairbatching_sglang.harness.out_dir import CLUSTER_CAPACITY_LAYOUT, manifest_fields
     from fairbatching_sglang.report.cluster_report import build_cluster_report
     from fairbatching_sglang.sim.runner import profile_metadata, sim_versions, trace_metadata
 
@@ -215,12 +319,25 @@ def capacity(
         target_list = tuple(float(x) for x in split(targets))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    if unknown := [a for a in split(arms) if a not in ARMS]:
+        raise typer.BadParameter(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
     table, prof, slo, sim_cfg = _load_inputs(
         trace, trace_format, start_s, duration_s, profile, slo_ttft_ms, slo_tpot_ms,
         step_overhead_ms,
     )  # fmt: skip
     mix = _load_mix(replica_mix)
+    window = {"format": trace_format, "start": start_s, "duration": duration_s}
+    fields = {
+        **_base_fields(table, window, prof, slo, sim_cfg, mix),
+        "replicas": n_list if mix is None else [len(mix)],
+        "routers": {v.label: dataclasses.asdict(v.config) for v in variants},
+        "arms": split(arms),
+        "targets": list(target_list),
+        "capacity_search": dataclasses.asdict(cap_cfg),
+    }
+    resumed = _guard_out(out, CLUSTER_CAPACITY_LAYOUT, fields, resume, force)
     meta = {
+        **manifest_fields(fields),
         "kind": "simulated-cluster-capacity",
         "command": _command("capacity"),
         "versions": sim_versions(),
@@ -237,28 +354,38 @@ def capacity(
             p.name: profile_metadata(p) for p in {p.name: p for p in mix}.values()
         }
     t0 = time.perf_counter()
-    with count_progress(transient=False) as bar:
-        task = bar.add_task("cluster capacity", total=None)
+    try:
+        with count_progress(transient=False) as bar:
+            task = bar.add_task("cluster capacity", total=None)
 
-        def on_progress(label: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=f"done: {label}")
+            def on_progress(label: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description=f"done: {label}")
 
-        run_cluster_capacity(
-            table,
-            prof,
-            slo,
-            sim_cfg,
-            replicas=n_list,
-            routers=variants,
-            arms=split(arms),
-            out_dir=out,
-            meta=meta,
-            targets=target_list,
-            capacity=cap_cfg,
-            num_workers=jobs,
-            on_progress=on_progress,
-            replica_profiles=mix,
+            run_cluster_capacity(
+                table,
+                prof,
+                slo,
+                sim_cfg,
+                replicas=n_list,
+                routers=variants,
+                arms=split(arms),
+                out_dir=out,
+                meta=meta,
+                targets=target_list,
+                capacity=cap_cfg,
+                num_workers=jobs,
+                on_progress=on_progress,
+                replica_profiles=mix,
+                resume=resumed,
+            )
+    except KeyboardInterrupt:
+        kept = sum(1 for _ in out.glob("n*/*/*.probes/x*.json"))
+        typer.echo(
+            f"interrupted: {kept} finished probe(s) kept in {out}; the same command with "
+            "--resume continues from them",
+            err=True,
         )
+        raise typer.Exit(130) from None
     index = json.loads((out / "cluster.json").read_text())
     index["wall_s"] = time.perf_counter() - t0
     (out / "cluster.json").write_text(json.dumps(index, indent=2, default=str) + "\n")
