@@ -83,22 +83,30 @@ class SideFigures:
     num_requests: int
 
 
-def sim_figures(run_dir: Path, summary: dict) -> SideFigures:
-    steps = pd.read_parquet(run_dir / "steps.parquet")
-    k = steps["num_steps"].to_numpy()
-    n = int(k.sum())
+def _figures(
+    summary: dict, num_steps: int, decodes_per_step: float, parked_per_step: float
+) -> SideFigures:
     return SideFigures(
         summary["ttft_ms_p50"],
         summary["ttft_ms_p99"],
         summary["tpot_ms_p50"],
         summary["tpot_ms_p99"],
         summary["slo_attainment"],
-        n,
-        float((steps["num_decodes"].to_numpy() * k).sum() / max(n, 1)),
-        float((steps["num_parked"].to_numpy() * k).sum() / max(n, 1)),
+        num_steps,
+        decodes_per_step,
+        parked_per_step,
         int(summary.get("num_completed", 0)),
         int(summary.get("num_requests", 0)),
     )
+
+
+def sim_figures(run_dir: Path, summary: dict) -> SideFigures:
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    k = steps["num_steps"].to_numpy()
+    n = int(k.sum())
+    decodes = float((steps["num_decodes"].to_numpy() * k).sum() / max(n, 1))
+    parked = float((steps["num_parked"].to_numpy() * k).sum() / max(n, 1))
+    return _figures(summary, n, decodes, parked)
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -117,22 +125,14 @@ def emulated_figures(run_dir: Path, summary: dict, replay_start_s: float | None)
         for d in _jsonl(run_dir / "device_steps.jsonl")
         if replay_start_s is None or d.get("launch_s", 0.0) >= replay_start_s
     ]
-    fb = [d for d in _jsonl(run_dir / "step_log.jsonl") if "num_parked" in d]
-    if replay_start_s is not None:
-        fb = [d for d in fb if d.get("time_s", 0.0) >= replay_start_s]
+    all_dev = _jsonl(run_dir / "device_steps.jsonl")
+    # The FairBatching step log runs on the scheduler's perf_counter clock, one line per step
+    # like the device log: drop as many leading lines as the device logged warm-up steps.
+    num_warmup = len(all_dev) - len(dev)
+    fb = [d for d in _jsonl(run_dir / "step_log.jsonl") if "num_parked" in d][num_warmup:]
     parked = float(np.mean([d["num_parked"] for d in fb])) if fb else 0.0
-    return SideFigures(
-        summary["ttft_ms_p50"],
-        summary["ttft_ms_p99"],
-        summary["tpot_ms_p50"],
-        summary["tpot_ms_p99"],
-        summary["slo_attainment"],
-        len(dev),
-        float(np.mean([d["num_decode_reqs"] for d in dev])) if dev else math.nan,
-        parked,
-        int(summary.get("num_completed", 0)),
-        int(summary.get("num_requests", 0)),
-    )
+    decodes = float(np.mean([d["num_decode_reqs"] for d in dev])) if dev else math.nan
+    return _figures(summary, len(dev), decodes, parked)
 
 
 def rel(a: float, b: float) -> float:

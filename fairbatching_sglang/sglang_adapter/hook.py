@@ -17,7 +17,8 @@ Overlap scheduling (event_loop_overlap, the default): when the next batch is for
 previous one is still running and its results are not processed, so SGLang's per-request state
 is one step stale. The hook does not read it for timing: it counts the tokens it scheduled
 (in-flight ones included) and prices the decision at the predicted start of the next step,
-max(now, previous formation time + its predicted duration). Requests that finish in the
+now + the predicted duration of the step in flight (the loop forms step t+1 just after
+processing step t-1, when step t has just started). Requests that finish in the
 in-flight step are still in the running batch; SGLang's mixed block filters them
 (`_reqs_finishing_inflight`) before the split, and the split matches rows by identity.
 
@@ -107,6 +108,7 @@ class FairBatchingHook:
         self._split_parked: list[Any] = []
         self._last_formed_ms: float | None = None
         self._last_predicted_ms = 0.0
+        self._num_fallbacks_logged = 0
         # Per-request counters and constants, one slot per request (req_state.ReqStatePool).
         self._pool = ReqStatePool()
         self._snapshot_cache = SnapshotCache(self._pool)
@@ -188,8 +190,12 @@ class FairBatchingHook:
     def _decide(self, scheduler: Any, running_batch: Any) -> StepPlan:
         now = self.clock() * 1000.0
         if self.enable_overlap and self._last_formed_ms is not None:
-            # The in-flight step must finish before the next one starts.
-            now = max(now, self._last_formed_ms + self._last_predicted_ms)
+            # The overlap loop forms step t+1 right after processing step t-1, i.e. when t-1
+            # has just ended and t (formed earlier, already launched) has just started: t+1
+            # starts when t ends, about now + t's predicted time. (Formation time + predicted
+            # time, used before, is about now: one whole step too early, which planned parked
+            # decodes to miss their deadlines by up to a step.)
+            now += self._last_predicted_ms
         running = running_batch.reqs
         # Free + evictable KV exactly as the adder's budget counts it, whatever the allocator
         # and tree cache (schedule_policy.py:656-658; mem_cache/prefill_budget.py:91-101).
@@ -323,17 +329,24 @@ class FairBatchingHook:
             measured = now_ms - self._last_formed_ms  # the previous step, engine busy throughout
             self.metrics.measured_hist.observe(measured)
             self.metrics.error_hist.observe(measured - self._last_predicted_ms)
+        # When this step starts: now, or after the step in flight (overlap loop, see _decide).
+        start_ms = now_ms
+        if self.enable_overlap and self._last_formed_ms is not None:
+            start_ms += self._last_predicted_ms
+        end_ms = start_ms + predicted
         self._last_formed_ms = now_ms
         self._last_predicted_ms = predicted
         for st in first_tokens:
             if st.num_scheduled_tokens == 1:
-                st.first_token_ms = now_ms + predicted
+                st.first_token_ms = end_ms
         if self.metrics is not None:
             self.metrics.parked.set(len(parked))
             self.metrics.predicted.set(predicted)
             if plan is not None:
                 self.metrics.budget_ms.set(plan.budget_ms)
         if self.step_log is not None:
+            fell_back = self.num_fallbacks != self._num_fallbacks_logged
+            self._num_fallbacks_logged = self.num_fallbacks
             self.step_log.record(
                 StepRecord(
                     time_s=now_ms / 1000.0,
@@ -344,7 +357,7 @@ class FairBatchingHook:
                     predicted_ms=predicted,
                     num_parked=len(parked),
                     budget_ms=plan.budget_ms if plan is not None else None,
-                    fallback=plan is None,
+                    fallback=fell_back,
                 ),
                 now_ms / 1000.0,
             )

@@ -20,9 +20,14 @@ from tests.sim.helpers import CM, random_workload
 PROFILE = load_profile()
 
 
-def _run(device_spec: str, fast_forward: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _run(device_spec: str | None, fast_forward: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """device_spec None: the Simulator's own default device."""
     cfg = SimConfig(step_overhead_ms=0.5, fast_forward=fast_forward)
-    device = parse_device_model(device_spec).build(PROFILE, cfg.step_overhead_ms)
+    device = (
+        parse_device_model(device_spec).build(PROFILE, cfg.step_overhead_ms)
+        if device_spec is not None
+        else None
+    )
     sink = MemorySink()
     Simulator(
         random_workload(7, n=200, rate_per_s=15.0),
@@ -37,17 +42,7 @@ def _run(device_spec: str, fast_forward: bool = True) -> tuple[pd.DataFrame, pd.
 
 
 def test_default_device_equals_explicit_profile_device() -> None:
-    cfg = SimConfig(step_overhead_ms=0.5)
-    sink = MemorySink()
-    Simulator(
-        random_workload(7, n=200, rate_per_s=15.0),
-        make_scheduler("sglang-mixed", CM, None),
-        CM,
-        cfg,
-        sink,
-        400_000,
-    ).run()
-    default = pd.DataFrame(sink.requests)
+    default, _ = _run(None)
     explicit, _ = _run("profile")
     pd.testing.assert_frame_equal(default, explicit)
 
