@@ -416,13 +416,15 @@ def main() -> None:
         "wall_s": round(time.time() - t_start, 1),
         "faithful": {"busy_at_least": FAITHFUL_BUSY, "late_p95_ms_at_most": args.max_late_ms},
         "loop": "overlap (SGLang default)",
+        "command": "scripts/bench_emulator.py " + " ".join(sys.argv[1:]),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     (args.out / "bench_emulator.json").write_text(
         json.dumps({"meta": meta, "summary": summary, "runs": [asdict(m) for m in rows]}, indent=1)
     )
     md = (
-        "# Emulated server: step-rate limits on this machine\n\n"
+        "# EMULATED server: step-rate limits on this machine\n\n"
+        f"Command: `{meta['command']}`\n\n"
         f"{os.cpu_count()} CPUs, load average {load0[0]:.1f} before / "
         f"{meta['loadavg_after'][0]:.1f} after, {meta['wall_s']} s. Overlap loop. Faithful = "
         f"device busy >= {FAITHFUL_BUSY:.0%} and p95 late_ms <= {args.max_late_ms:g} ms, at "

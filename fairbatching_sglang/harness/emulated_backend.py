@@ -37,6 +37,19 @@ def emulated_label(device: EmulatedServerConfig, planner_profile: str) -> str:
     )
 
 
+def planner_flags(
+    arm_flags: list[str], overhead_ms: float, extra_args: tuple[str, ...] | list[str] = ()
+) -> list[str]:
+    """FairBatching plans with its profile + --fairbatching-overhead-ms; the simulator's planner
+    is the profile + the step overhead, which the emulated device charges on every step. Give
+    the server's planner the same belief (unless the user set the flag), so an emulated run and
+    a simulated one judge the same planner; device-model errors (bias, noise) stay unknown."""
+    flag = "--fairbatching-overhead-ms"
+    if "--enable-fairbatching" not in arm_flags or flag in arm_flags or flag in extra_args:
+        return list(arm_flags)
+    return [*arm_flags, flag, f"{overhead_ms:g}"]
+
+
 @dataclass(frozen=True)
 class EmulatedRecipe:
     """device: what the emulated device charges (its step_log is set per run). planner_profile:
@@ -57,7 +70,7 @@ class EmulatedRecipe:
             self.device,
             host=spec.host,
             port=spec.port,
-            arm_flags=arm_flags,
+            arm_flags=planner_flags(arm_flags, self.device.overhead_ms, spec.extra_args),
             extra_args=spec.extra_args,
         )
 

@@ -53,6 +53,12 @@ def test_recipes_argv_env_and_labels(tmp_path: Path) -> None:
     assert argv[argv.index("--model-path") + 1] == str(TINY_MODEL_DIR)
     assert argv[argv.index("--port") + 1] == "31299" and "--sleep-on-idle" in argv
     assert argv[argv.index("--device") + 1] == "cpu" and "--enable-fairbatching" in argv
+    # The planner believes the profile + the step overhead the device charges (as in the sim).
+    assert argv[argv.index("--fairbatching-overhead-ms") + 1] == "0.5"
+    stock = em.server_argv(_spec(), ARMS["sglang-mixed"].gpu_flags(SLO.default, "x"))
+    assert "--fairbatching-overhead-ms" not in stock
+    user = em.server_argv(_spec(), [*flags, "--fairbatching-overhead-ms", "1.5"])
+    assert user.count("--fairbatching-overhead-ms") == 1
     env = em.server_env(tmp_path)
     assert env["FAIRBATCHING_EMULATED_DEVICE"] == dev.device_model
     assert env["FAIRBATCHING_EMULATED_STEP_LOG"] == str(tmp_path / "device_steps.jsonl")
