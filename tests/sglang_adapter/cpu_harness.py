@@ -361,3 +361,15 @@ class CpuScheduler:
         if s.last_batch is not None and not s.last_batch.forward_mode.is_decode():
             reqs += [r for r in s.last_batch.reqs if r not in reqs]
         return reqs
+
+
+def finish_and_check(cs: CpuScheduler, reqs: list[Any], kv_tokens: int) -> None:
+    """Drain, then: every request finished with exactly its max_new_tokens, nothing protected
+    in the tree cache, every KV slot free or evictable (no leak)."""
+    cs.drain()
+    cs.step()  # merges and filters the last batch
+    assert all(r.finished() for r in reqs)
+    assert [len(r.output_ids) for r in reqs] == [r.sampling_params.max_new_tokens for r in reqs]
+    cache = cs.s.tree_cache
+    assert cache.protected_size() == 0
+    assert cs.s.token_to_kv_pool_allocator.available_size() + cache.evictable_size() == kv_tokens

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.sglang
 pytest.importorskip("sglang")
 
 from conftest import FakeClock  # noqa: E402
-from cpu_harness import CpuScheduler  # noqa: E402
+from cpu_harness import CpuScheduler, finish_and_check  # noqa: E402
 
 from fairbatching_sglang.sglang_adapter.settings import FairBatchingSettings  # noqa: E402
 
@@ -85,13 +85,7 @@ def _run_scenario(cs: CpuScheduler, clock: FakeClock, *, overlap: bool) -> dict[
     for _ in range(400):
         if one_step() is None and not cs.s.waiting_queue and not cs.s.running_batch.reqs:
             break
-    cs.drain()
-    cs.step()  # merges and filters the last batch
-    assert all(r.finished() for r in reqs)
-    assert [len(r.output_ids) for r in reqs] == [r.sampling_params.max_new_tokens for r in reqs]
-    cache = cs.s.tree_cache
-    assert cache.protected_size() == 0
-    assert cs.s.token_to_kv_pool_allocator.available_size() + cache.evictable_size() == KV_TOKENS
+    finish_and_check(cs, reqs, KV_TOKENS)
     return stats
 
 

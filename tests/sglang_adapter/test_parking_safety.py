@@ -17,7 +17,7 @@ pytestmark = pytest.mark.sglang
 pytest.importorskip("sglang")
 
 from conftest import FakeClock  # noqa: E402
-from cpu_harness import CpuScheduler  # noqa: E402
+from cpu_harness import CpuScheduler, finish_and_check  # noqa: E402
 
 from fairbatching_sglang.sglang_adapter import batch_ops  # noqa: E402
 from fairbatching_sglang.sglang_adapter import hook as hook_module  # noqa: E402
@@ -100,13 +100,7 @@ def _check_sampling_state(batch: Any, *, exact_counts: bool) -> None:
 
 
 def _finish(cs: CpuScheduler, reqs: list[Any]) -> None:
-    cs.drain()
-    cs.step()  # merges and filters the last batch
-    assert all(r.finished() for r in reqs)
-    assert [len(r.output_ids) for r in reqs] == [r.sampling_params.max_new_tokens for r in reqs]
-    cache = cs.s.tree_cache
-    assert cache.protected_size() == 0
-    assert cs.s.token_to_kv_pool_allocator.available_size() + cache.evictable_size() == KV_TOKENS
+    finish_and_check(cs, reqs, KV_TOKENS)
 
 
 # --- a. penalized requests admitted while rows are parked -------------------------------------
