@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import IO, Any
@@ -50,10 +49,7 @@ class DeviceClock:
         self.device: DeviceModel = settings.device.build(profile, settings.overhead_ms)
         self.clock = clock
         self.free_s = 0.0
-        self.num_steps = 0
-        self.busy_ms = 0.0
         self._last_had_work = False
-        self._lock = threading.Lock()
         self._log: IO[str] | None = None
         # Wall-clock epoch of the perf_counter origin, so log times compare with client times.
         self._epoch = time.time() - time.perf_counter()
@@ -73,17 +69,15 @@ class DeviceClock:
 
     def launch(self, shape: StepShape, num_sat_out: int = 0) -> EmulatedStep:
         """Queue a batch on the device; its `ready_s` is when it is done (perf_counter s)."""
-        with self._lock:
-            now = self.clock()
-            empty = shape.num_prefill_tokens + shape.num_decode_reqs == 0
-            cost_ms = 0.0 if empty else self.device.step_ms(shape)
-            start = max(now, self.free_s)
-            idle_ms = (start - self.free_s) * 1000.0 if self._last_had_work else 0.0
-            ready = start + cost_ms / 1000.0
-            self.free_s = ready
-            self._last_had_work = not empty
-            self.num_steps += 1
-            self.busy_ms += cost_ms
+        # Called only from the scheduler's own thread (both event loops), so no lock.
+        now = self.clock()
+        empty = shape.num_prefill_tokens + shape.num_decode_reqs == 0
+        cost_ms = 0.0 if empty else self.device.step_ms(shape)
+        start = max(now, self.free_s)
+        idle_ms = (start - self.free_s) * 1000.0 if self._last_had_work else 0.0
+        ready = start + cost_ms / 1000.0
+        self.free_s = ready
+        self._last_had_work = not empty
         return EmulatedStep(shape, now, start, ready, cost_ms, idle_ms, num_sat_out)
 
     def wait(self, result: Any, batch: Any, num_waiting: int) -> None:

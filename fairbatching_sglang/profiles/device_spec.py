@@ -50,13 +50,15 @@ class DeviceModelSpec:
     config: ProfileDeviceConfig = field(default_factory=ProfileDeviceConfig)
     profile: str | None = None  # None: the run's own --profile
     steplog_path: str | None = None
+    # The step log as read when the spec was parsed (read once; every run builds from it).
+    steplog: LoggedSteps | None = field(default=None, compare=False, repr=False)
 
     def build(self, run_profile: CostProfile, default_overhead_ms: float) -> DeviceModel:
         profile = run_profile if self.profile is None else load_profile(self.profile)
         if self.kind == "profile":
             return ProfileDevice(profile.cost_model, profile.name, self.config, default_overhead_ms)
-        assert self.steplog_path is not None
-        return ReplayDevice(profile.cost_model, profile.name, read_logged_steps(self.steplog_path))
+        assert self.steplog is not None
+        return ReplayDevice(profile.cost_model, profile.name, self.steplog)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -89,8 +91,8 @@ def parse_device_model(text: str, flag: str = "--device-model") -> DeviceModelSp
             raise DeviceSpecError(f"{flag} {text!r}: steplog needs a path (steplog:PATH)")
         if not Path(path).is_file():
             raise DeviceSpecError(f"{flag} {text!r}: step log {path} not found")
-        read_logged_steps(path, flag)  # fail now, not in the middle of a run
-        return DeviceModelSpec("steplog", text, steplog_path=path)
+        steps = read_logged_steps(path, flag)  # fail now, not in the middle of a run
+        return DeviceModelSpec("steplog", text, steplog_path=path, steplog=steps)
     values: dict[str, object] = {}
     profile: str | None = None
     for part in filter(None, (p.strip() for p in rest.split(","))):

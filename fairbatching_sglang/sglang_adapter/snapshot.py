@@ -8,6 +8,7 @@ running and hundreds waiting this is the adapter's main cost per step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -234,15 +235,7 @@ def forbid_parking_aborting(snap: SchedulerSnapshot, running: list[Any]) -> Sche
         parked_steps=dec.parked_steps,
         first_token_ms=dec.first_token_ms,
     )
-    return SchedulerSnapshot(
-        now_ms=snap.now_ms,
-        decodes=decodes,
-        prefills=snap.prefills,
-        max_num_batched_tokens=snap.max_num_batched_tokens,
-        max_prefill_tokens=snap.max_prefill_tokens,
-        kv_free_tokens=snap.kv_free_tokens,
-        max_new_prefills=snap.max_new_prefills,
-    )
+    return dataclasses.replace(snap, decodes=decodes)
 
 
 def build_snapshot(
