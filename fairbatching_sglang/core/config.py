@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fairbatching_sglang.core.closed_loop import ClosedLoopConfig
+from fairbatching_sglang.core.online_calibration import OnlineCalibrationConfig
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,11 @@ class FairBatchingConfig:
     late_prefill_order: "edf" orders all new prefills by TTFT slack (most late first, best for tail
         TTFT); "deprioritize" serves prefills that can still meet their TTFT first and the already
         late ones after them (better SLO attainment/goodput under overload).
+    closed_loop: how the planner follows measured step times (core/closed_loop.py: online
+        recalibration plus a margin from the recent measured/predicted distribution); None plans
+        with the offline model as given, open loop (then any under-prediction is a miss).
+        The policy object itself does not read it: the scheduler that drives the policy (the
+        simulator's, the SGLang hook) owns the loop and hands the policy the planning model.
     """
 
     budget_floor_tpot_fraction: float = 1.0
@@ -60,8 +68,12 @@ class FairBatchingConfig:
     late_prefill_order: Literal["edf", "deprioritize"] = "edf"
     decode_deadline_anchor: Literal["arrival", "first_token"] = "first_token"
     deadline_headroom: float = 1.0
+    closed_loop: ClosedLoopConfig | None = field(default_factory=ClosedLoopConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.closed_loop, dict):
+            # From JSON (--fairbatching-config, run.json): nested keys build the dataclasses.
+            object.__setattr__(self, "closed_loop", closed_loop_from_dict(self.closed_loop))
         if self.budget_floor_tpot_fraction < 0:
             raise ValueError("budget_floor_tpot_fraction must be >= 0")
         if self.max_step_budget_ms is not None and self.max_step_budget_ms <= 0:
@@ -80,3 +92,22 @@ class FairBatchingConfig:
             raise ValueError("deadline_headroom must be in (0, 1]")
         if self.decode_deadline_anchor not in ("arrival", "first_token"):
             raise ValueError("decode_deadline_anchor must be 'arrival' or 'first_token'")
+
+
+def closed_loop_from_dict(data: dict[str, Any]) -> ClosedLoopConfig:
+    """ClosedLoopConfig from a JSON object; unknown keys are an error naming them."""
+    known = set(ClosedLoopConfig.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"closed_loop: unknown key(s) {unknown}; known: {sorted(known)}")
+    values = dict(data)
+    cal = values.get("calibration")
+    if isinstance(cal, dict):
+        cal_known = set(OnlineCalibrationConfig.__dataclass_fields__)
+        if set(cal) - cal_known:
+            raise ValueError(
+                f"closed_loop.calibration: unknown key(s) {sorted(set(cal) - cal_known)}; "
+                f"known: {sorted(cal_known)}"
+            )
+        values["calibration"] = OnlineCalibrationConfig(**cal)
+    return ClosedLoopConfig(**values)

@@ -4,9 +4,11 @@ A step's shape is P (prefill tokens), B (decode requests, one token each), S (su
 requests' KV lengths) and Q (prefill attention work: sum over chunks of c * (k + c / 2) for a
 chunk of c new tokens on k cached ones). Measured SGLang H100 kernel data shows a purely linear
 form is off by up to 25% around the GEMM knee, so the model adds a hinge below K tokens, a
-second hinge above K2 tokens and a fixed cost for steps that hold a prefill:
+second hinge above K2 tokens, a fixed cost for steps that hold a prefill and a per-decode-request
+cost:
 
-    T = c0 + c1*n + c3*S + c4*Q + c5*max(0, K - n) + c7*max(0, n - K2) + c6*[Q > 0] + overhead
+    T = c0 + c1*n + c2*B + c3*S + c4*Q + c5*max(0, K - n) + c7*max(0, n - K2) + c6*[Q > 0]
+        + overhead
 
 with n = P + B. The first hinge makes small steps cost more than a line through large ones
 would predict (GEMMs are under-filled below K tokens). The second lets the per-token slope
@@ -16,10 +18,15 @@ c6 is paid by any step that holds a prefill chunk: the engine's context-attentio
 fixed cost that decode-only steps do not pay (about 1.4 ms for Qwen3-8B on H100, 0.34 ms for
 Llama-3.1-8B). A chunk of c >= 1 tokens always has Q > 0, so "Q > 0" is exactly "the step has
 a prefill chunk" and the prices keep their (tokens, S, Q) arguments.
+c2 is what a decode row costs beyond its token in n: the engine prices each decode row's logits
+row and decode-attention work per request, so a batch of many short-KV decodes costs more than
+a prefill chunk of as many tokens (without c2 the fits under-priced 256-1024 decodes of < 128 KV
+tokens by 8-14%). B reaches the raw prices as the keyword `num_decode_reqs` (default 0, so a
+caller that does not pass it prices as before c2 existed: exact for profiles with c2 = 0).
 
 T is increasing in every argument as long as c1 >= c5 (the constructor checks it; the inverse
 relies on it) and every coefficient is >= 0: the slope in n is c1 - c5 (below K) + c7 (above
-K2) >= 0, and adding a chunk can only add c6.
+K2) >= 0, adding a decode adds one to n and to B, and adding a chunk can only add c6.
 """
 
 from __future__ import annotations
@@ -34,12 +41,17 @@ import numpy as np
 
 @dataclass(frozen=True)
 class StepShape:
-    """What a step contains, in the units the cost model prices."""
+    """What a step contains, in the units the cost model prices.
+
+    num_prefill_chunks: how many prefill chunks make up num_prefill_tokens (0 = not known:
+    one when there are prefill tokens). The cost model does not use it; a device model that
+    prices attention and logits per chunk (the `engine` device) does."""
 
     num_prefill_tokens: int = 0
     num_decode_reqs: int = 0
     decode_kv_tokens: int = 0
     prefill_attn_work: float = 0.0
+    num_prefill_chunks: int = 0
 
     def with_chunk(self, num_new_tokens: int, num_cached_tokens: int) -> StepShape:
         return StepShape(
@@ -47,6 +59,8 @@ class StepShape:
             self.num_decode_reqs,
             self.decode_kv_tokens,
             self.prefill_attn_work + chunk_attn_work(num_new_tokens, num_cached_tokens),
+            max(self.num_prefill_chunks, 1 if self.num_prefill_tokens else 0)
+            + (1 if num_new_tokens > 0 else 0),
         )
 
 
@@ -56,7 +70,13 @@ def chunk_attn_work(num_new_tokens: int, num_cached_tokens: int) -> float:
 
 
 OPTIONAL_FIELDS = frozenset(
-    {"overhead_ms", "c6_ms_if_prefill", "c7_ms_per_token_above_knee2", "knee2_tokens"}
+    {
+        "overhead_ms",
+        "c6_ms_if_prefill",
+        "c7_ms_per_token_above_knee2",
+        "knee2_tokens",
+        "c2_ms_per_decode_req",
+    }
 )
 """Cost model fields a profile may leave out (they default to 0)."""
 
@@ -69,8 +89,10 @@ class HingeCostModel:
     a real engine); calibrated from measured step times when a GPU run exists.
     c6_ms_if_prefill: fixed cost of a step that holds a prefill chunk (Q > 0).
     c7_ms_per_token_above_knee2, knee2_tokens: the second hinge (slope change above K2 tokens).
-    The last four fields are optional in profile JSON (0 when absent: no overhead, no prefill
-    cost, no second hinge) and come last so positional construction still works.
+    c2_ms_per_decode_req: cost of each decode request on top of its token's c1 (module doc).
+    The last five fields are optional in profile JSON (0 when absent: no overhead, no prefill
+    cost, no second hinge, no per-decode cost) and come last so positional construction still
+    works.
     """
 
     c0_ms: float
@@ -83,6 +105,7 @@ class HingeCostModel:
     c6_ms_if_prefill: float = 0.0
     c7_ms_per_token_above_knee2: float = 0.0
     knee2_tokens: float = 0.0
+    c2_ms_per_decode_req: float = 0.0
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
@@ -118,10 +141,16 @@ class HingeCostModel:
         return replace(self, overhead_ms=overhead_ms)
 
     def predict_raw_ms(
-        self, num_tokens: float, decode_kv_tokens: float, prefill_attn_work: float
+        self,
+        num_tokens: float,
+        decode_kv_tokens: float,
+        prefill_attn_work: float,
+        *,
+        num_decode_reqs: float = 0.0,
     ) -> float:
-        """T for a step of num_tokens = P + B tokens, S decode KV tokens and attention work Q
-        (Q > 0 exactly when the step holds a prefill chunk, which then costs c6 on top)."""
+        """T for a step of num_tokens = P + B tokens, S decode KV tokens, attention work Q and
+        B = num_decode_reqs decode requests (Q > 0 exactly when the step holds a prefill chunk,
+        which then costs c6 on top). B is part of num_tokens already; it only adds c2*B."""
         if num_tokens <= 0:
             return 0.0  # an empty step is not run at all
         below_knee = self.knee_tokens - num_tokens
@@ -130,6 +159,7 @@ class HingeCostModel:
             self.c0_ms
             + self.overhead_ms
             + self.c1_ms_per_token * num_tokens
+            + self.c2_ms_per_decode_req * num_decode_reqs
             + self.c3_ms_per_kv_token * decode_kv_tokens
             + self.c4_ms_per_attn_unit * prefill_attn_work
             + (self.c5_ms_per_token_below_knee * below_knee if below_knee > 0 else 0.0)
@@ -138,14 +168,21 @@ class HingeCostModel:
         )
 
     def predict_raw_ms_array(
-        self, num_tokens: np.ndarray, decode_kv_tokens: np.ndarray, prefill_attn_work: float
+        self,
+        num_tokens: np.ndarray,
+        decode_kv_tokens: np.ndarray,
+        prefill_attn_work: float,
+        *,
+        num_decode_reqs: np.ndarray | float = 0.0,
     ) -> np.ndarray:
         """predict_raw_ms for many steps of num_tokens >= 1 sharing one Q: the same terms in the
-        same order, so each element equals the scalar price exactly (the policy's decode cut)."""
+        same order, so each element equals the scalar price exactly (the policy's decode cut).
+        num_decode_reqs: B per step (an array like num_tokens) or one B for all."""
         return (
             self.c0_ms
             + self.overhead_ms
             + self.c1_ms_per_token * num_tokens
+            + self.c2_ms_per_decode_req * num_decode_reqs
             + self.c3_ms_per_kv_token * decode_kv_tokens
             + self.c4_ms_per_attn_unit * prefill_attn_work
             + self.c5_ms_per_token_below_knee * np.maximum(0, self.knee_tokens - num_tokens)
@@ -158,6 +195,7 @@ class HingeCostModel:
             shape.num_prefill_tokens + shape.num_decode_reqs,
             shape.decode_kv_tokens,
             shape.prefill_attn_work,
+            num_decode_reqs=shape.num_decode_reqs,
         )
 
     def max_chunk_tokens(
@@ -176,6 +214,7 @@ class HingeCostModel:
             base.prefill_attn_work,
             num_cached_tokens,
             max_tokens,
+            num_decode_reqs=base.num_decode_reqs,
         )
 
     def max_chunk_tokens_raw(
@@ -186,8 +225,11 @@ class HingeCostModel:
         prefill_attn_work: float,
         num_cached_tokens: int,
         max_tokens: int,
+        *,
+        num_decode_reqs: float = 0.0,
     ) -> int:
         """max_chunk_tokens on raw step terms (the policy's hot path avoids building shapes).
+        num_decode_reqs: B of the base step (its c2*B is a fixed cost: a chunk adds no decode).
 
         Closed form: the two knees split c >= 0 into at most three intervals; on each, T(c) is
         a quadratic in c, and T is increasing overall, so solve each piece and correct the
@@ -203,9 +245,10 @@ class HingeCostModel:
         s0 = decode_kv_tokens
         q0 = prefill_attn_work
         k = num_cached_tokens
+        b0 = num_decode_reqs
 
         def cost(c: int) -> float:
-            return self.predict_raw_ms(n0 + c, s0, q0 + c * (k + c / 2.0))
+            return self.predict_raw_ms(n0 + c, s0, q0 + c * (k + c / 2.0), num_decode_reqs=b0)
 
         if cost(max_tokens) <= budget_ms:
             return max_tokens
@@ -218,6 +261,7 @@ class HingeCostModel:
             self.c0_ms
             + self.overhead_ms
             + self.c1_ms_per_token * n0
+            + self.c2_ms_per_decode_req * b0
             + self.c3_ms_per_kv_token * s0
             + self.c4_ms_per_attn_unit * q0
             + self.c6_ms_if_prefill

@@ -57,7 +57,9 @@ def estimate_load(
     if max_prefill_tokens < 1:
         raise ValueError("max_prefill_tokens must be >= 1")
 
-    decode_ms = cost_model.predict_raw_ms(num_decodes, float(decode_kv_tokens), 0.0)
+    decode_ms = cost_model.predict_raw_ms(
+        num_decodes, float(decode_kv_tokens), 0.0, num_decode_reqs=num_decodes
+    )
     capacity = prefill_capacity_tokens(
         cost_model,
         num_decodes=num_decodes,
@@ -91,7 +93,13 @@ def prefill_capacity_tokens(
     router's hot path: no validation, no requests-on-pace search."""
     if num_decodes:
         chunk = cost_model.max_chunk_tokens_raw(
-            tpot_slo_ms, num_decodes, float(decode_kv_tokens), 0.0, 0, max_prefill_tokens
+            tpot_slo_ms,
+            num_decodes,
+            float(decode_kv_tokens),
+            0.0,
+            0,
+            max_prefill_tokens,
+            num_decode_reqs=num_decodes,
         )
         num_steps = math.floor(ttft_slo_ms / tpot_slo_ms)
         return num_steps * chunk
@@ -129,7 +137,7 @@ def _max_reqs_on_pace(cost_model: HingeCostModel, kv_per_req: float, tpot_slo_ms
     """Largest B with T(B decodes, B * kv_per_req KV) <= tpot (T increases with B)."""
 
     def fits(b: int) -> bool:
-        return cost_model.predict_raw_ms(b, b * kv_per_req, 0.0) <= tpot_slo_ms
+        return cost_model.predict_raw_ms(b, b * kv_per_req, 0.0, num_decode_reqs=b) <= tpot_slo_ms
 
     if not fits(1):
         return 0

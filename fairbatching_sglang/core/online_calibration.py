@@ -10,11 +10,12 @@ Parameterisation (keeps the problem well conditioned whatever the feature scales
     z_i = base_coefficient_i * feature_i  (in ms)
 
 theta_0 is the intercept in ms (c0 + overhead) and theta_c6 the has-a-prefill cost c6 in ms; the
-other thetas are ratios to the offline profile's coefficients (c1, c3, c4, c5, c7), starting at
-1, so every feature is O(1 ms) whatever its raw scale (Q is ~1e8). c6 is an additive ms term
+other thetas are ratios to the offline profile's coefficients (c1, c3, c4, c5, c7, c2), starting
+at 1, so every feature is O(1 ms) whatever its raw scale (Q is ~1e8). c6 is an additive ms term
 rather than a ratio because its feature is already 0 or 1 ms like the intercept's, and because a
 ratio could never learn a prefill cost when the offline c6 is 0 (profiles made before c6
-existed); a ratio coefficient whose offline value is 0 stays 0. The knees K and K2 are not
+existed); a ratio coefficient whose offline value is 0 stays 0 (so c2, the per-decode-request
+cost, is learnt only around a profile that has one). The knees K and K2 are not
 recalibrated. c6 and the intercept are told apart by decode-only steps (which pay no c6); while
 none arrive the covariance cap below keeps their shared direction from winding up.
 
@@ -35,8 +36,9 @@ from dataclasses import dataclass
 
 from fairbatching_sglang.core.cost_model import HingeCostModel, StepShape
 
-NUM_PARAMS = 7  # intercept, c1, c3, c4, c5, c6 (ms), c7
+NUM_PARAMS = 8  # intercept, c1, c3, c4, c5, c6 (ms), c7, c2
 C6 = 5  # index of the additive has-a-prefill term
+# c2 comes last so the indices of the older terms (and the order of ratios()) stay as they were.
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,9 @@ class OnlineCalibrator:
             base.c5_ms_per_token_below_knee,
             1.0,
             base.c7_ms_per_token_above_knee2,
+            base.c2_ms_per_decode_req,
         )
-        self._theta = [self._base_intercept, 1.0, 1.0, 1.0, 1.0, base.c6_ms_if_prefill, 1.0]
+        self._theta = [self._base_intercept, 1.0, 1.0, 1.0, 1.0, base.c6_ms_if_prefill, 1.0, 1.0]
         v = self.config.initial_variance
         self._cov = [[v if i == j else 0.0 for j in range(NUM_PARAMS)] for i in range(NUM_PARAMS)]
         self.num_updates = 0
@@ -90,7 +93,11 @@ class OnlineCalibrator:
 
     # ------------------------------------------------------------------ features
     def _features(
-        self, num_tokens: float, decode_kv_tokens: float, prefill_attn_work: float
+        self,
+        num_tokens: float,
+        decode_kv_tokens: float,
+        prefill_attn_work: float,
+        num_decode_reqs: float,
     ) -> list[float]:
         raw = (
             1.0,
@@ -100,16 +107,22 @@ class OnlineCalibrator:
             max(0.0, self.base.knee_tokens - num_tokens),
             1.0 if prefill_attn_work > 0 else 0.0,
             max(0.0, num_tokens - self.base.knee2_tokens),
+            num_decode_reqs,
         )
         # A zero base ratio coefficient has no direction to learn: its feature is 0.
         return [s * r for s, r in zip(self._scales, raw, strict=True)]
 
     def predict_raw_ms(
-        self, num_tokens: float, decode_kv_tokens: float, prefill_attn_work: float
+        self,
+        num_tokens: float,
+        decode_kv_tokens: float,
+        prefill_attn_work: float,
+        *,
+        num_decode_reqs: float = 0.0,
     ) -> float:
         if num_tokens <= 0:
             return 0.0
-        z = self._features(num_tokens, decode_kv_tokens, prefill_attn_work)
+        z = self._features(num_tokens, decode_kv_tokens, prefill_attn_work, num_decode_reqs)
         return sum(t * zi for t, zi in zip(self._theta, z, strict=True))
 
     # ------------------------------------------------------------------ updates
@@ -119,6 +132,7 @@ class OnlineCalibrator:
             shape.decode_kv_tokens,
             shape.prefill_attn_work,
             measured_ms,
+            num_decode_reqs=shape.num_decode_reqs,
         )
 
     def update(
@@ -127,13 +141,16 @@ class OnlineCalibrator:
         decode_kv_tokens: float,
         prefill_attn_work: float,
         measured_ms: float,
+        *,
+        num_decode_reqs: float = 0.0,
     ) -> bool:
         """One RLS step. Returns False (and changes nothing) for an empty step, a non-finite or
-        non-positive measurement, or an outlier."""
+        non-positive measurement, or an outlier. num_decode_reqs: the step's B (0 = unknown:
+        the c2 feature is then 0 and c2 learns nothing from this step)."""
         if num_tokens <= 0 or not math.isfinite(measured_ms) or measured_ms <= 0:
             self.num_rejected += 1
             return False
-        z = self._features(num_tokens, decode_kv_tokens, prefill_attn_work)
+        z = self._features(num_tokens, decode_kv_tokens, prefill_attn_work, num_decode_reqs)
         pred = sum(t * zi for t, zi in zip(self._theta, z, strict=True))
         residual = measured_ms - pred
         if abs(residual) > self.config.outlier_rel_residual * max(pred, 1e-9):
@@ -187,7 +204,7 @@ class OnlineCalibrator:
     def ratios(self) -> dict[str, float]:
         """Current coefficient / offline coefficient (intercept: over c0 + overhead; c6: over
         the offline c6, or 1 + c6 in ms when the offline c6 is 0)."""
-        names = ("intercept", "c1", "c3", "c4", "c5", "c6", "c7")
+        names = ("intercept", "c1", "c3", "c4", "c5", "c6", "c7", "c2")
         ratios = list(self._theta)
         ratios[0] = ratios[0] / self._base_intercept if self._base_intercept > 0 else 1.0
         base_c6 = self.base.c6_ms_if_prefill
@@ -212,4 +229,5 @@ class OnlineCalibrator:
             c6_ms_if_prefill=self._theta[C6],
             c7_ms_per_token_above_knee2=self._theta[6] * self._scales[6],
             knee2_tokens=self.base.knee2_tokens,
+            c2_ms_per_decode_req=self._theta[7] * self._scales[7],
         )

@@ -43,7 +43,8 @@ class FairBatchingPolicy:
         dec = snap.decodes
         num_decodes = dec.num_reqs
         tok_room = snap.max_num_batched_tokens
-        kv_room = snap.kv_free_tokens
+        kv_room = snap.kv_free_tokens  # what this step's tokens occupy
+        adm_room = snap.admission_room_tokens  # what admitting prefill may reserve
         pre = snap.prefills
         # Python ints (one tolist, then .item() reads): cheaper than numpy scalars per row.
         prefill_rows = prefill_order(snap, cfg).tolist() if pre.num_reqs else []
@@ -72,7 +73,12 @@ class FairBatchingPolicy:
             kv_total = int(kv.sum())
             guard = (
                 cfg.park_guard_factor
-                * max(floor_ms, cm.predict_raw_ms(num_decodes, float(kv_total), 0.0))
+                * max(
+                    floor_ms,
+                    cm.predict_raw_ms(
+                        num_decodes, float(kv_total), 0.0, num_decode_reqs=num_decodes
+                    ),
+                )
                 + cfg.urgency_margin_ms
             )
             if cfg.enable_parking:
@@ -91,6 +97,7 @@ class FairBatchingPolicy:
                     num_urgent + forced_chunk,
                     float(urgent_kv),
                     chunk_attn_work(forced_chunk, forced_cached),
+                    num_decode_reqs=num_urgent,
                 )
                 if mandatory_ms <= budget:
                     break
@@ -118,6 +125,7 @@ class FairBatchingPolicy:
             num_tokens = num_run = 0
             decode_kv = 0
         kv_used = num_tokens  # one KV slot per decode token
+        adm_used = 0  # admitted chunks and their requests' reserves (decodes hold their own)
 
         # --- Prefills ----------------------------------------------------------------------
         chunks: list[PrefillChunk] = []
@@ -135,7 +143,8 @@ class FairBatchingPolicy:
                     remaining,
                     snap.max_prefill_tokens - num_prefill_tokens,
                     tok_room - num_tokens,
-                    kv_room - kv_used - reserve,
+                    kv_room - kv_used,
+                    adm_room - adm_used - reserve,
                 )
                 if cap <= 0:
                     break
@@ -144,10 +153,14 @@ class FairBatchingPolicy:
                     # Its forced share was priced into the budget; never give it less.
                     c = max(
                         min(forced_chunk, cap),
-                        self._chunk_within(budget, num_tokens, decode_kv, attn_work, cached, cap),
+                        self._chunk_within(
+                            budget, num_tokens, decode_kv, attn_work, cached, cap, num_run
+                        ),
                     )
                 else:
-                    c = self._chunk_within(budget, num_tokens, decode_kv, attn_work, cached, cap)
+                    c = self._chunk_within(
+                        budget, num_tokens, decode_kv, attn_work, cached, cap, num_run
+                    )
                     if c < min(remaining, cfg.min_chunk_tokens):
                         break
                 if c <= 0:
@@ -156,7 +169,8 @@ class FairBatchingPolicy:
                 chunks.append(PrefillChunk(i, c, completes))
                 num_prefill_tokens += c
                 num_tokens += c
-                kv_used += c + reserve
+                kv_used += c
+                adm_used += c + reserve
                 attn_work += chunk_attn_work(c, cached)
                 if not continuing:
                     new_left -= 1
@@ -166,7 +180,9 @@ class FairBatchingPolicy:
                     ttft_slack = (
                         pre.arrival_ms.item(i) + pre.ttft_slo_ms.item(i) * cfg.deadline_headroom
                     ) - snap.now_ms
-                    step_ms = cm.predict_raw_ms(num_tokens, decode_kv, attn_work)
+                    step_ms = cm.predict_raw_ms(
+                        num_tokens, decode_kv, attn_work, num_decode_reqs=num_run
+                    )
                     if ttft_slack >= step_ms:
                         budget = min(budget, max(ttft_slack, floor_ms))
 
@@ -180,7 +196,9 @@ class FairBatchingPolicy:
             else:
                 cum_tokens = num_tokens + np.arange(1, len(ahead_sorted) + 1)
                 cum_kv = decode_kv + np.cumsum(dec.kv_tokens[ahead_sorted])
-                step_ms = cm.predict_raw_ms_array(cum_tokens, cum_kv, attn_work)
+                step_ms = cm.predict_raw_ms_array(
+                    cum_tokens, cum_kv, attn_work, num_decode_reqs=cum_tokens - num_prefill_tokens
+                )
                 # Step time rises with every decode added (c1 >= c5), so the prefix is a cut.
                 num_take = min(int(np.searchsorted(step_ms, budget, side="right")), room)
             num_take = max(num_take, 0)
@@ -203,10 +221,12 @@ class FairBatchingPolicy:
             unserved_decode_indices=tuple(sorted(unserved.tolist())) if len(unserved) else _EMPTY,
             prefill_chunks=tuple(chunks),
             budget_ms=budget,
-            predicted_step_ms=cm.predict_raw_ms(num_tokens, decode_kv, attn_work),
+            predicted_step_ms=cm.predict_raw_ms(
+                num_tokens, decode_kv, attn_work, num_decode_reqs=num_run
+            ),
             num_prefill_tokens=num_prefill_tokens,
             num_batched_tokens=num_tokens,
-            kv_tokens_used=kv_used,
+            kv_tokens_used=kv_used + adm_used - num_prefill_tokens,
             num_urgent_decodes=num_urgent,
         )
 
@@ -219,9 +239,16 @@ class FairBatchingPolicy:
         attn_work: float,
         cached: int,
         cap: int,
+        num_decodes: int,
     ) -> int:
         return self.cost_model.max_chunk_tokens_raw(
-            budget, num_tokens, float(decode_kv), attn_work, cached, cap
+            budget,
+            num_tokens,
+            float(decode_kv),
+            attn_work,
+            cached,
+            cap,
+            num_decode_reqs=num_decodes,
         )
 
     def _forced_chunk(self, snap: SchedulerSnapshot, i: int) -> tuple[int, int]:
@@ -235,7 +262,8 @@ class FairBatchingPolicy:
             self.config.min_chunk_tokens,
             snap.max_prefill_tokens,
             snap.max_num_batched_tokens,
-            snap.kv_free_tokens - int(pre.kv_reserve_tokens[i]),
+            snap.kv_free_tokens,
+            snap.admission_room_tokens - int(pre.kv_reserve_tokens[i]),
         )
         return (c, int(pre.num_cached_tokens[i])) if c > 0 else (0, 0)
 

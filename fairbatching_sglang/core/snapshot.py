@@ -213,8 +213,13 @@ class SchedulerSnapshot:
 
     max_num_batched_tokens: tokens a step may carry (prefill tokens + one per decode).
     max_prefill_tokens: prefill tokens a step may carry (SGLang's chunked_prefill_size).
-    kv_free_tokens: KV slots free for this step (one per decode run, c per prefill chunk,
-        plus the admitted requests' kv_reserve_tokens).
+    kv_free_tokens: KV slots free now (free + evictable): one per decode run and c per prefill
+        chunk come out of it. Decodes that do not fit it cannot run (the engine retracts).
+    kv_admission_tokens: KV room for admitting prefill once the running requests' future tokens
+        (this step's included) are reserved, i.e. SGLang's PrefillAdder rem_total_tokens less
+        the decode tokens it charges: a chunk costs c plus its request's kv_reserve_tokens.
+        None: the same as kv_free_tokens. Decodes never wait on it (running requests already
+        hold their reservation), so a spent reservation blocks admission, never a decode.
     max_new_prefills: how many not-yet-started requests may be admitted (running-request limit);
         None for no limit. A continuing chunk does not count.
     """
@@ -226,6 +231,7 @@ class SchedulerSnapshot:
     max_prefill_tokens: int
     kv_free_tokens: int
     max_new_prefills: int | None = None
+    kv_admission_tokens: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_num_batched_tokens", "max_prefill_tokens", "kv_free_tokens"):
@@ -233,6 +239,13 @@ class SchedulerSnapshot:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_new_prefills is not None and self.max_new_prefills < 0:
             raise ValueError("max_new_prefills must be >= 0 when set")
+        if self.kv_admission_tokens is not None and self.kv_admission_tokens < 0:
+            raise ValueError("kv_admission_tokens must be >= 0 when set")
+
+    @property
+    def admission_room_tokens(self) -> int:
+        adm = self.kv_admission_tokens
+        return self.kv_free_tokens if adm is None else adm
 
     @classmethod
     def build(
@@ -245,6 +258,7 @@ class SchedulerSnapshot:
         max_prefill_tokens: int,
         kv_free_tokens: int,
         max_new_prefills: int | None = None,
+        kv_admission_tokens: int | None = None,
     ) -> SchedulerSnapshot:
         return cls(
             now_ms=float(now_ms),
@@ -254,4 +268,5 @@ class SchedulerSnapshot:
             max_prefill_tokens=max_prefill_tokens,
             kv_free_tokens=kv_free_tokens,
             max_new_prefills=max_new_prefills,
+            kv_admission_tokens=kv_admission_tokens,
         )

@@ -6,11 +6,14 @@ arm never loses another's results):
   <arm>/x<rate>/status.json     one run (+ requests.parquet, steps.parquet, summary.*, run.json)
   <arm>/capacity.json           every probe, the capacity at each target and its bound
                                 ("found" | "lower" | "unknown": see capacity.CapacityResult)
+  <arm>@<N>/...                 --tune-baselines: a stock arm with its knob at N (same layout;
+                                ab.json "tuning" says which setting won, see tune_baselines)
   report.md, *.csv, plots/      made by fairbatching_sglang.report from the files above
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import traceback
@@ -20,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from fairbatching_sglang.harness.arms import Arm
+from fairbatching_sglang.harness.arms import ARMS, KNOBS, TUNED, Arm, setting_arm
 from fairbatching_sglang.harness.capacity import (
     CapacityConfig,
     InvalidMeasurement,
@@ -48,10 +51,28 @@ class Backend(Protocol):
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """--tune-baselines: (stock arm, values of its knob, arms.KNOBS) pairs to sweep. The arm's
+    default setting is always a candidate too (its runs are the default arm's), so the tuned
+    arm is never worse than the default one."""
+
+    sweeps: tuple[tuple[str, tuple[int, ...]], ...]
+
+    def __post_init__(self) -> None:
+        for arm, values in self.sweeps:
+            if arm not in KNOBS:
+                raise ValueError(f"arm {arm!r} has no knob to tune; tunable: {', '.join(KNOBS)}")
+            if not values or any(v < 1 for v in values):
+                raise ValueError(f"{KNOBS[arm].option}: values must be integers >= 1")
+
+
+@dataclass(frozen=True)
 class AbConfig:
     """rates: fixed rate scales every arm runs (records kept). capacity: None skips the search.
     detail_rate: the common rate of the latency table and CDF plots; None picks the lowest
-    capacity at the first target among arms (every arm is then near or below its knee)."""
+    capacity at the first target among arms (every arm is then near or below its knee).
+    tune: sweep the stock arms' knobs (needs the capacity search and a backend with
+    `setting(field)`, i.e. the simulator)."""
 
     arms: tuple[str, ...]
     rates: tuple[float, ...] = ()
@@ -59,6 +80,11 @@ class AbConfig:
     capacity: CapacityConfig | None = field(default_factory=CapacityConfig)
     detail_rate: float | None = None
     keep_probe_records: bool = False
+    tune: TuneConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.tune is not None and self.capacity is None:
+            raise ValueError("--tune-baselines needs the capacity search (drop --no-capacity)")
 
 
 @dataclass
@@ -184,6 +210,137 @@ def pick_detail_rate(results: list[ArmResult], cfg: AbConfig) -> float:
     return cfg.rates[0] if cfg.rates else 1.0
 
 
+@dataclass
+class TuneResult:
+    """One stock arm's sweep. points: value -> (arm that ran it, its result); the default
+    value's arm is the default arm itself. best_value: the winner (see _rank)."""
+
+    arm: str
+    default_value: int
+    points: dict[int, tuple[Arm, ArmResult]]
+    best_value: int
+
+    @property
+    def best(self) -> tuple[Arm, ArmResult]:
+        return self.points[self.best_value]
+
+    def to_dict(self, targets: tuple[float, ...]) -> dict[str, Any]:
+        knob = KNOBS[self.arm]
+        best_arm, best_res = self.best
+        return {
+            "knob": knob.field,
+            "option": knob.option,
+            "default": self.default_value,
+            "values": sorted(self.points),
+            "rank_target": f"{targets[0]:g}" if targets else None,
+            "tuned_arm": f"{self.arm}@{TUNED}",
+            "best_value": self.best_value,
+            "best_arm": best_arm.name,
+            "best_capacity": best_res.capacity,
+            "points": [
+                {
+                    "value": v,
+                    "arm": a.name,
+                    "is_default": v == self.default_value,
+                    "status": r.status,
+                    "capacity": r.capacity,
+                    "capacity_notes": r.capacity_notes,
+                }
+                for v, (a, r) in sorted(self.points.items())
+            ],
+        }
+
+
+def sweep_arms(cfg: AbConfig, default_of: Callable[[str], int]) -> dict[str, list[Arm]]:
+    """Stock arm -> the arms its sweep runs (one per value other than the default setting)."""
+    out: dict[str, list[Arm]] = {}
+    for name, values in cfg.tune.sweeps if cfg.tune else ():
+        default = default_of(KNOBS[name].field)
+        out[name] = [setting_arm(name, v) for v in sorted(set(values)) if v != default]
+    return out
+
+
+def all_arm_names(cfg: AbConfig, default_of: Callable[[str], int]) -> list[str]:
+    """Every arm directory this A/B may write (its arms and the sweep points): what a
+    --resume looks for."""
+    names = list(cfg.arms)
+    for arms in sweep_arms(cfg, default_of).values():
+        names += [a.name for a in arms if a.name not in names]
+    return names
+
+
+def _rank(result: ArmResult, targets: tuple[float, ...]) -> tuple[float, ...]:
+    """Capacity at each target in order (the first decides, the next break ties); a bound
+    that is not "found" or a missing capacity ranks lowest (it is no measurement)."""
+    key: list[float] = []
+    for t in targets:
+        k = f"{t:g}"
+        cap = result.capacity.get(k)
+        bounded = k in result.capacity_notes
+        key.append(-math.inf if cap is None or bounded or result.status != "ok" else cap)
+    return tuple(key)
+
+
+def tune_baselines(
+    backend: Backend,
+    cfg: AbConfig,
+    out_dir: Path,
+    done: dict[str, ArmResult],
+    on_run: Callable[[RunOutcome], None] | None = None,
+    prior_runs: dict[str, dict[float, RunOutcome]] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, TuneResult]:
+    """Sweep each stock arm's knob: one capacity search per value (fixed --rates are not run:
+    the sweep ranks capacities), each as its own arm directory <arm>@<value>, so --resume
+    reuses finished probes the way it does for any arm. done: results of the arms already run
+    (by name): the default setting's point is the default arm's result, and a sweep point that
+    is also in --arms is not run twice. The best value: highest capacity at the first target,
+    ties broken by the next target, then in favour of the default setting, then the smaller
+    value."""
+    setting = getattr(backend, "setting", None)
+    if cfg.tune is None:
+        return {}
+    if setting is None:
+        raise ValueError("--tune-baselines: this backend has no knob settings (sim only)")
+    sweep_cfg = dataclasses.replace(cfg, rates=(), tune=None)
+    prior_runs = prior_runs or {}
+    out: dict[str, TuneResult] = {}
+    for name, arms in sweep_arms(cfg, setting).items():
+        if name not in done:
+            continue  # only arms of this A/B are tuned (the CLI refuses the other case)
+        knob = KNOBS[name]
+        default = setting(knob.field)
+        points: dict[int, tuple[Arm, ArmResult]] = {default: (ARMS[name], done[name])}
+        for i, arm in enumerate(arms, 1):
+            value = arm.sim_overrides[knob.field]
+            if on_progress is not None:
+                on_progress(f"tuning {name}: {knob.field}={value} ({i}/{len(arms)})")
+            res = done.get(arm.name) or run_arm(
+                backend, arm, sweep_cfg, out_dir, on_run, _prior(prior_runs.get(arm.name))
+            )
+            points[value] = (arm, res)
+        best = default
+        for value in sorted(points):
+            if _rank(points[value][1], cfg.capacity_targets) > _rank(
+                points[best][1], cfg.capacity_targets
+            ):
+                best = value
+        out[name] = TuneResult(name, default, points, best)
+        if on_progress is not None:
+            key = f"{cfg.capacity_targets[0]:g}" if cfg.capacity_targets else None
+            cap = points[best][1].capacity.get(key) if key else None
+            base = done[name].capacity.get(key) if key else None
+            on_progress(
+                f"tuned {name}: {knob.field}={best} (capacity at {key}: {_num(cap)}; "
+                f"default {default}: {_num(base)})"
+            )
+    return out
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
 def run_ab(
     backend: Backend,
     arms: list[Arm],
@@ -192,12 +349,14 @@ def run_ab(
     meta: dict[str, Any],
     on_run: Callable[[RunOutcome], None] | None = None,
     prior_runs: dict[str, dict[float, RunOutcome]] | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every arm, then every arm again at the common detail rate (records kept).
+    """Run every arm, then (cfg.tune) sweep the stock arms' knobs, then every arm and each
+    tuned winner again at the common detail rate (records kept).
 
     prior_runs: arm -> rate -> finished outcome (a --resume, see resume.py): those runs are
     reused, not run again; the capacity searches replay them in the same order, so the result
-    is the one an uninterrupted run gives."""
+    is the one an uninterrupted run gives. on_progress: one line per sweep step."""
     out_dir.mkdir(parents=True, exist_ok=True)
     describe = getattr(backend, "describe", None)  # optional for test doubles
     index: dict[str, Any] = {**(describe() if describe else {}), **meta}
@@ -209,12 +368,19 @@ def run_ab(
         run_arm(backend, arm, cfg, out_dir, on_run, _prior(prior_runs.get(arm.name)))
         for arm in arms
     ]
+    done = {a.name: r for a, r in zip(arms, results, strict=True)}
+    tuning = tune_baselines(backend, cfg, out_dir, done, on_run, prior_runs, on_progress)
+    if tuning:
+        index["tuning"] = {n: t.to_dict(cfg.capacity_targets) for n, t in tuning.items()}
+        _write_index(out_dir, index)
     detail = pick_detail_rate(results, cfg)
     index["detail_rate"] = detail
     _write_index(out_dir, index)
-    # Second pass at the common rate; capacity is off so only that run happens.
+    # Second pass at the common rate; capacity is off so only that run happens. A tuned
+    # winner that is not an arm of its own runs too (the report shows it as <arm>@tuned).
     detail_cfg = AbConfig(arms=cfg.arms, rates=(detail,), capacity=None)
-    for arm, res in zip(arms, results, strict=True):
+    winners = [t.best for t in tuning.values() if t.best[0].name not in done]
+    for arm, res in [*zip(arms, results, strict=True), *winners]:
         if res.status != "ok":
             continue
         prior = res.runs.get(detail)
@@ -222,6 +388,8 @@ def run_ab(
             continue  # already run at this rate with its records
         extra = run_arm(backend, arm, detail_cfg, out_dir, on_run, prior=res)
         res.runs.update(extra.runs)
+    if tuning:  # the winners' detail runs are now in
+        index["tuning"] = {n: t.to_dict(cfg.capacity_targets) for n, t in tuning.items()}
     index["arms"] = {
         r.arm: {
             "status": r.status,

@@ -7,6 +7,7 @@ same arm name means the same thing in a simulated and a measured report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -20,6 +21,13 @@ class Arm:
     patched: bool = False  # GPU: needs the patched SGLang (FairBatching) rather than stock
     server_flags: tuple[str, ...] = ()
     fb_overrides: dict[str, str] = field(default_factory=dict)
+    # SimConfig fields this arm sets (a stock arm at another setting of its knob, see KNOBS).
+    sim_overrides: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def base_name(self) -> str:
+        """The registered arm this one derives from ("sarathi" for "sarathi@1024")."""
+        return self.name.split("@", 1)[0]
 
     @property
     def is_fairbatching(self) -> bool:
@@ -75,12 +83,77 @@ DEFAULT_ARMS = ("sglang-default", "sglang-mixed", "fairbatching")
 GPU_ARMS = tuple(a for a in ARMS if a != "sarathi")
 
 
+@dataclass(frozen=True)
+class Knob:
+    """A stock arm's main setting: what `ab --tune-baselines` sweeps so that a gain is never
+    measured against a baseline left at a bad setting. field: the SimConfig field; server_flag:
+    the SGLang flag setting it on a real server (None: sim only); option: the `ab` option that
+    overrides the sweep `values`."""
+
+    field: str
+    server_flag: str | None
+    option: str
+    values: tuple[int, ...]
+
+
+_CHUNK = Knob(
+    "chunked_prefill_size",
+    "--chunked-prefill-size",
+    "--tune-chunked-prefill-size",
+    (2048, 4096, 8192, 16384),
+)
+KNOBS: dict[str, Knob] = {
+    "sglang-default": _CHUNK,
+    "sglang-mixed": _CHUNK,
+    "sarathi": Knob(
+        "sarathi_token_budget", None, "--tune-sarathi-token-budget", (512, 1024, 2048, 4096, 8192)
+    ),
+}
+TUNED = "tuned"  # "<arm>@tuned": the best setting a sweep found (a report alias, not runnable)
+
+
+def setting_arm(name: str, value: int) -> Arm:
+    """Registered stock arm `name` with its knob at `value`, named "<name>@<value>" (the
+    sweep points of --tune-baselines; also accepted by --arms)."""
+    if name not in KNOBS:
+        raise ValueError(f"arm {name!r} has no knob to set; tunable: {', '.join(KNOBS)}")
+    if value < 1:
+        raise ValueError(f"{name}@{value}: {KNOBS[name].field} must be >= 1")
+    base, knob = ARMS[name], KNOBS[name]
+    flags = base.server_flags
+    if knob.server_flag is not None:
+        flags = (*flags, knob.server_flag, str(value))
+    return dataclasses.replace(
+        base, name=f"{name}@{value}", server_flags=flags, sim_overrides={knob.field: value}
+    )
+
+
+def _resolve(name: str) -> Arm:
+    if name in ARMS:
+        return ARMS[name]
+    base, sep, value = name.partition("@")
+    if sep and base in KNOBS:
+        if value == TUNED:
+            raise ValueError(
+                f"{name!r} is what --tune-baselines reports (the best setting of {base}), not an "
+                f"arm to run; name a setting instead, e.g. {base}@{KNOBS[base].values[0]}"
+            )
+        try:
+            return setting_arm(base, int(value))
+        except ValueError as exc:
+            raise ValueError(
+                f"arm {name!r}: {base}@N needs an integer N >= 1 ({KNOBS[base].field})"
+            ) from exc
+    raise ValueError(
+        f"unknown arm {name!r}; known: {', '.join(ARMS)} (and {', '.join(KNOBS)} as NAME@N, "
+        "N = the arm's knob setting)"
+    )
+
+
 def resolve_arms(names: list[str] | tuple[str, ...], backend: str) -> list[Arm]:
-    unknown = [n for n in names if n not in ARMS]
-    if unknown:
-        raise ValueError(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+    arms = [_resolve(n) for n in names]
     if backend in ("gpu", "emulated"):
-        bad = [n for n in names if n not in GPU_ARMS]
+        bad = [a.name for a in arms if a.base_name not in GPU_ARMS]
         if bad:
             raise ValueError(f"arm(s) {bad} exist only in the simulator")
-    return [ARMS[n] for n in names]
+    return arms

@@ -7,7 +7,7 @@ import platform
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,8 +19,9 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(",") if x.strip())
 
 
-def _device_model(value: str) -> str:
-    """Parse-time check of --device-model (the error names the flag and the bad part)."""
+def device_model_callback(value: str) -> str:
+    """Parse-time check of --device-model (the error names the flag and the bad part); shared
+    by `ab` and `cluster simulate|capacity`."""
     from fairbatching_sglang.profiles.device_spec import DeviceSpecError, parse_device_model
 
     try:
@@ -28,6 +29,54 @@ def _device_model(value: str) -> str:
     except DeviceSpecError as exc:
         raise typer.BadParameter(str(exc)) from exc
     return value
+
+
+def _sweep_values(value: str | None) -> str | None:
+    """--tune-*: comma-separated integers >= 1 (None: the knob's default sweep)."""
+    return None if value is None else chk.count_list(value)
+
+
+def _tune_config(
+    arm_list: list[Any], kind: str, enabled: bool, chunk: str | None, budget: str | None
+) -> Any:
+    """The TuneConfig of --tune-baselines and its value options (None when off); every
+    misuse is a BadParameter naming the option."""
+    from fairbatching_sglang.harness.ab import TuneConfig
+    from fairbatching_sglang.harness.arms import KNOBS
+
+    given = {"sarathi_token_budget": budget, "chunked_prefill_size": chunk}
+    opts = {k.field: k.option for k in KNOBS.values()}
+    if not enabled:
+        if stray := [opts[f] for f, v in given.items() if v is not None]:
+            raise typer.BadParameter(f"{', '.join(stray)} needs --tune-baselines")
+        return None
+    if kind != "sim":
+        # Every sweep probe on a measured backend is a server start (4 values x 2 arms x ~12
+        # probes); set one knob explicitly there instead.
+        raise typer.BadParameter(
+            f"--tune-baselines: sim backend only (got --backend {kind}); on a server name a "
+            "setting instead, e.g. --arms sglang-mixed,sglang-mixed@4096"
+        )
+    tunable = [a.name for a in arm_list if a.name in KNOBS]
+    if not tunable:
+        raise typer.BadParameter(
+            f"--tune-baselines: none of --arms has a knob to tune ({', '.join(KNOBS)})"
+        )
+    for f, v in given.items():
+        if v is not None and not any(KNOBS[a].field == f for a in tunable):
+            users = [a for a, k in KNOBS.items() if k.field == f]
+            raise typer.BadParameter(f"{opts[f]}: no arm in --arms uses it ({', '.join(users)})")
+    sweeps = []
+    for name in tunable:
+        knob = KNOBS[name]
+        text = given[knob.field]
+        values = knob.values if text is None else tuple(int(x) for x in _items(text))
+        sweeps.append((name, tuple(sorted(set(values)))))
+    return TuneConfig(tuple(sweeps))
+
+
+def _items(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def _bound(value: float | None) -> float | None:
@@ -43,7 +92,8 @@ def ab(
         str,
         typer.Option(
             help="Comma-separated arms: sglang-default, sglang-mixed, sarathi (sim only), "
-            "fairbatching, fairbatching-ft."
+            "fairbatching, fairbatching-ft; a stock arm at another setting of its knob as "
+            "NAME@N (sglang-*: chunked_prefill_size, sarathi: token budget), e.g. sarathi@1024."
         ),
     ] = "sglang-default,sglang-mixed,fairbatching",
     backend: Annotated[
@@ -103,6 +153,28 @@ def ab(
             help="Common rate of latency tables/CDFs (default: lowest 90% capacity).",
         ),
     ] = None,
+    tune_baselines: Annotated[
+        bool,
+        typer.Option(
+            help="sim: sweep each stock arm's main knob (capacity search per value) and report "
+            "the best setting as <arm>@tuned; ratios are against the best stock arm."
+        ),
+    ] = False,
+    tune_chunked_prefill_size: Annotated[
+        str | None,
+        typer.Option(
+            callback=_sweep_values,
+            help="--tune-baselines: chunked_prefill_size values of sglang-default and "
+            "sglang-mixed (default 2048,4096,8192,16384).",
+        ),
+    ] = None,
+    tune_sarathi_token_budget: Annotated[
+        str | None,
+        typer.Option(
+            callback=_sweep_values,
+            help="--tune-baselines: sarathi token budgets (default 512,1024,2048,4096,8192).",
+        ),
+    ] = None,
     slo_ttft_ms: Annotated[float, typer.Option(callback=chk.positive, help="TTFT SLO (ms).")] = (
         1000.0
     ),
@@ -158,7 +230,7 @@ def ab(
     device_model: Annotated[
         str,
         typer.Option(
-            callback=_device_model,
+            callback=device_model_callback,
             help="sim/emulated: what a step really costs (the planner still believes "
             "--profile): profile, profile:bias=0.05,noise=0.03,seed=0, steplog:PATH "
             "(profiles/device_spec.py).",
@@ -200,7 +272,7 @@ def ab(
 
     from fairbatching_sglang import __version__
     from fairbatching_sglang.core import SloTable, SloTargets
-    from fairbatching_sglang.harness.ab import AbConfig, failed_arms, run_ab
+    from fairbatching_sglang.harness.ab import AbConfig, all_arm_names, failed_arms, run_ab
     from fairbatching_sglang.harness.ab_identity import ab_config_fields, backend_identity
     from fairbatching_sglang.harness.arms import resolve_arms
     from fairbatching_sglang.harness.capacity import CapacityConfig
@@ -235,6 +307,12 @@ def ab(
     command = "fairbatching ab " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [])
     try:
         arm_list = resolve_arms([a.strip() for a in arms.split(",") if a.strip()], kind)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--arms") from exc
+    tune = _tune_config(
+        arm_list, kind, tune_baselines, tune_chunked_prefill_size, tune_sarathi_token_budget
+    )
+    try:
         table = load_trace(
             trace, trace_format, start_s=start_s, duration_s=duration_s, max_rows=max_rows
         )
@@ -248,6 +326,7 @@ def ab(
             if capacity
             else None,
             detail_rate=detail_rate,
+            tune=tune,
         )
     except (TraceError, ProfileError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -331,13 +410,14 @@ def ab(
         meta["interpreters"] = sorted(sglang_versions)
     if kind == "emulated":
         meta["device_model"] = be.recipe.describe()["device_model"]
-    prior = finished_by_arm(out_dir, list(cfg.arms)) if resumed else None
+    names = all_arm_names(cfg, be.setting) if isinstance(be, SimBackend) else list(cfg.arms)
+    prior = finished_by_arm(out_dir, names) if resumed else None
     if prior:
         n = sum(len(v) for v in prior.values())
         console.print(f"resuming {out_dir}: {n} finished run(s) reused")
     try:
         with console.status(f"A/B on {table.num_requests} requests ({be.label})"):
-            index = run_ab(be, arm_list, cfg, out_dir, meta, on_run, prior)
+            index = run_ab(be, arm_list, cfg, out_dir, meta, on_run, prior, console.print)
     except KeyboardInterrupt:
         typer.echo(
             f"interrupted: {count_finished(out_dir)} finished run(s) kept in {out_dir}; "

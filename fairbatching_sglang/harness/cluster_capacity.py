@@ -16,6 +16,9 @@ on the pool.
 Heterogeneous replicas (`replica_profiles`, one profile per replica): the mix replaces the
 replica-count list (one N = len(mix)); the rate scale stays per replica (trace compressed N*s),
 but the replicas differ in capacity. The mix is recorded in cluster.json and every job document.
+
+Device model (`device_model`): what the replicas' steps really cost (sim/cluster/devices.py:
+one device per replica, each with its own seed); the planners still believe the profile(s).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from fairbatching_sglang.harness.capacity import CapacityConfig, ProbeCache, fin
 from fairbatching_sglang.harness.pool import run_all
 from fairbatching_sglang.harness.probe_store import load_probes, probe_dir, save_probe
 from fairbatching_sglang.profiles import CostProfile
+from fairbatching_sglang.profiles.device_spec import DeviceModelSpec
 from fairbatching_sglang.sim.cluster import RouterConfig, run_cluster_simulation
 from fairbatching_sglang.sim.config import SimConfig
 from fairbatching_sglang.workload import RequestTable
@@ -73,6 +77,7 @@ class ClusterJob:
     extra_rates: tuple[float, ...] = ()
     replica_profiles: tuple[CostProfile, ...] | None = None
     probe_dir: Path | None = None  # each finished probe is saved there (probe_store.py)
+    device_model: DeviceModelSpec | None = None  # None: exactly the profile(s)
 
 
 def _probe(job: ClusterJob, rate: float) -> dict[str, Any]:
@@ -88,6 +93,7 @@ def _probe(job: ClusterJob, rate: float) -> dict[str, Any]:
         sim_config=job.sim_config,
         fairbatching_config=arm.fairbatching_config(),
         replica_profiles=job.replica_profiles,
+        device_model=job.device_model,
     )
     return {
         **res.summary,
@@ -174,6 +180,7 @@ def run_cluster_capacity(
     on_progress: Callable[[str, int, int], None] | None = None,
     replica_profiles: Sequence[CostProfile] | None = None,
     resume: bool = False,
+    device_model: DeviceModelSpec | None = None,
 ) -> list[dict[str, Any]]:
     """Search every combination, then run each N's combinations at its common rate. Returns the
     job documents (also written under out_dir, each as soon as it finishes; every probe is
@@ -209,6 +216,7 @@ def run_cluster_capacity(
         ClusterJob(
             table, profile, slo_table, sim_config, n, r, a, targets, capacity,
             replica_profiles=mix, probe_dir=probe_dir(out_dir, n, r.label, a),
+            device_model=device_model,
         )
         for n in replicas
         for r in routers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,14 @@ class SimBackend:
             "profile": self.profile.name,
             "device_model": self.device_model.to_dict(),
             "overlap_schedule": self.sim_config.overlap_schedule,
+            # The engine settings every arm starts from (a knob setting overrides one field).
+            "sim_config": dataclasses.asdict(self.sim_config),
         }
+
+    def setting(self, field_name: str) -> int:
+        """The default value of a SimConfig knob (what an arm without overrides runs with)."""
+        value: int = getattr(self.sim_config, field_name)
+        return value
 
     @contextlib.contextmanager
     def open_arm(self, arm: Arm, arm_dir: Path) -> Iterator[SimArmSession]:
@@ -56,13 +64,14 @@ class SimArmSession:
     def run(self, rate: float, run_dir: Path, keep_records: bool) -> RunOutcome:
         b = self.backend
         run_dir.mkdir(parents=True, exist_ok=True)
+        sim_config = dataclasses.replace(b.sim_config, **self.arm.sim_overrides)
         result = run_simulation(
             b.table,
             self.arm.sim_policy,
             b.profile,
             slo_table=b.slo_table,
             rate_scale=rate,
-            sim_config=b.sim_config,
+            sim_config=sim_config,
             fairbatching_config=self.arm.fairbatching_config(),
             out_dir=run_dir,
             command=b.command,

@@ -15,6 +15,18 @@ from fairbatching_sglang.core.cost_model import HingeCostModel
 
 DEFAULT_PROFILE = "h100-llama3.1-8b"
 
+# Context lengths (config.json max_position_embeddings, which SGLang's model_config.context_len
+# takes) of the shipped profiles' models, for profiles without a "context_len" key. SGLang sizes
+# max_running_requests from it (sim/config.py sglang_max_running_requests).
+MODEL_CONTEXT_LENS: dict[str, int] = {
+    "meta-llama/Meta-Llama-3.1-8B": 131072,
+    "meta-llama/Meta-Llama-3.1-70B": 131072,
+    "Qwen/Qwen3-8B": 40960,
+    "Qwen/Qwen3-32B": 40960,
+}
+# Unknown model and no key: Llama-3.1's, the default profile's model.
+DEFAULT_CONTEXT_LEN = 131072
+
 
 class ProfileError(ValueError):
     """A profile file that cannot be used; the message names the file and the field."""
@@ -25,6 +37,7 @@ class CostProfile:
     name: str
     cost_model: HingeCostModel
     kv_capacity_tokens: int
+    context_len: int = DEFAULT_CONTEXT_LEN
     gpu: str = ""
     model: str = ""
     tp_size: int = 1
@@ -65,14 +78,19 @@ def profile_from_dict(data: Any, origin: str = "<dict>") -> CostProfile:
     kv = data["kv_capacity_tokens"]
     if not isinstance(kv, int) or kv <= 0:
         raise ProfileError(f"{origin}: field 'kv_capacity_tokens' must be a positive integer")
+    model_name = str(data.get("model", ""))
+    context_len = data.get("context_len", MODEL_CONTEXT_LENS.get(model_name, DEFAULT_CONTEXT_LEN))
+    if not isinstance(context_len, int) or context_len <= 0:
+        raise ProfileError(f"{origin}: field 'context_len' must be a positive integer")
     known = {"name", "coefficients", "kv_capacity_tokens", "gpu", "model", "tp_size"}
-    known |= {"sglang_version"}
+    known |= {"sglang_version", "context_len"}
     return CostProfile(
         name=str(data["name"]),
         cost_model=model,
         kv_capacity_tokens=kv,
+        context_len=context_len,
         gpu=str(data.get("gpu", "")),
-        model=str(data.get("model", "")),
+        model=model_name,
         tp_size=int(data.get("tp_size", 1)),
         sglang_version=str(data.get("sglang_version", "")),
         source_path=origin,

@@ -45,7 +45,7 @@ def _load(name_or_path: str) -> CostProfile:
 
 
 def _predict(profile: CostProfile, p: int, b: int, s: int, q: float) -> float:
-    return profile.cost_model.predict_raw_ms(p + b, s, q)
+    return profile.cost_model.predict_raw_ms(p + b, s, q, num_decode_reqs=b)
 
 
 @profile_app.command("list")

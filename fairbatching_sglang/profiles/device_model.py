@@ -15,12 +15,18 @@ Kinds (see device_spec.parse_device_model for the `--device-model` syntax):
 - ReplayDevice: a measured step log; a step costs the profile's price times the measured /
   profile ratio of the logged step nearest in shape (log-scaled tokens, decode rows, KV), so
   the log's residual pattern carries to shapes it did not contain.
+- EngineDevice: aiconfigurator-core's engine prices each step itself (the kernel tables the
+  profiles were fitted to, not the fit), plus the same per-step overhead, bias, noise, jitter
+  and shift as ProfileDevice. The fit's own error (1.5-2% mean, up to ~12% on single shapes)
+  and the engine's non-monotone corners then become an error the planner does not know about.
+  Pricing goes through a `KernelPrices` object (engine_prices.EngineStepPrices: memoised, the
+  engine is imported there), so this module stays numpy only.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -80,37 +86,30 @@ class ProfileDeviceConfig:
             raise ValueError(f"shift_after must be >= 0, got {self.shift_after_steps!r}")
 
 
-class ProfileDevice:
-    """A cost profile as the device, with optional bias, noise, overhead jitter and shift."""
+class _SeededPricing:
+    """What ProfileDevice and EngineDevice share: the per-step overhead and the seeded bias,
+    noise, jitter and shift applied to a kernel price (ProfileDeviceConfig)."""
 
-    def __init__(
-        self,
-        cost_model: HingeCostModel,
-        profile_name: str,
-        config: ProfileDeviceConfig | None = None,
-        default_overhead_ms: float = 0.0,
-    ) -> None:
+    def __init__(self, config: ProfileDeviceConfig | None, default_overhead_ms: float) -> None:
         self.config = config or ProfileDeviceConfig()
-        self.profile_name = profile_name
         c = self.config
-        # Per-step overhead on top of the profile's price (which holds the profile's own
-        # overhead_ms), as the simulator has always charged it.
+        # Per-step overhead on top of the kernel price (a profile's price holds the profile's
+        # own overhead_ms), as the simulator has always charged it.
         self.overhead_ms = default_overhead_ms if c.overhead_ms is None else c.overhead_ms
-        self.cost_model = cost_model
         self._rng = np.random.Generator(np.random.PCG64(c.seed))
         self._num_steps = 0
         # Lognormal with mean exactly 1: mu = -sigma^2 / 2.
         self._mu = -0.5 * c.noise * c.noise
 
     @property
-    def is_exact(self) -> bool:
+    def _plain(self) -> bool:
+        """No bias, noise, jitter or shift: a step costs its kernel price + the overhead."""
         c = self.config
         return c.bias == 0.0 and c.noise == 0.0 and c.overhead_jitter_ms == 0.0 and c.shift == 0.0
 
-    @property
-    def description(self) -> str:
+    def _describe(self, head: str) -> str:
         c = self.config
-        parts = [f"profile {self.profile_name}"]
+        parts = [head]
         if c.bias:
             parts.append(f"bias {c.bias:+g}")
         if c.noise:
@@ -120,16 +119,50 @@ class ProfileDevice:
             parts.append(f"jitter {c.overhead_jitter_ms:g} ms")
         if c.shift:
             parts.append(f"shift {c.shift:+g} after step {c.shift_after_steps or 0}")
-        if not self.is_exact:
+        if not self._plain:
             parts.append(f"seed {c.seed}")
         return ", ".join(parts)
 
+    def _price(self, kernel_ms: np.ndarray) -> np.ndarray:
+        c = self.config
+        k = len(kernel_ms)
+        factor = np.full(k, 1.0 + c.bias)
+        if c.noise:
+            factor *= np.exp(self._rng.normal(self._mu, c.noise, size=k))
+        if c.shift:
+            idx = self._num_steps + np.arange(k)
+            factor[idx >= (c.shift_after_steps or 0)] *= 1.0 + c.shift
+        overhead = np.full(k, self.overhead_ms)
+        if c.overhead_jitter_ms:
+            overhead = np.maximum(0.0, overhead + self._rng.normal(0.0, c.overhead_jitter_ms, k))
+        self._num_steps += k
+        return kernel_ms * factor + overhead
+
+
+class ProfileDevice(_SeededPricing):
+    """A cost profile as the device, with optional bias, noise, overhead jitter and shift."""
+
+    def __init__(
+        self,
+        cost_model: HingeCostModel,
+        profile_name: str,
+        config: ProfileDeviceConfig | None = None,
+        default_overhead_ms: float = 0.0,
+    ) -> None:
+        super().__init__(config, default_overhead_ms)
+        self.profile_name = profile_name
+        self.cost_model = cost_model
+
+    @property
+    def is_exact(self) -> bool:
+        return self._plain
+
+    @property
+    def description(self) -> str:
+        return self._describe(f"profile {self.profile_name}")
+
     def _kernel_ms(self, shape: StepShape) -> float:
-        return self.cost_model.predict_raw_ms(
-            shape.num_prefill_tokens + shape.num_decode_reqs,
-            float(shape.decode_kv_tokens),
-            shape.prefill_attn_work,
-        )
+        return self.cost_model.predict_ms(shape)
 
     def step_ms(self, shape: StepShape) -> float:
         if self.is_exact:
@@ -147,20 +180,85 @@ class ProfileDevice:
             return (first + self.overhead_ms) + grow * np.arange(num_steps)
         return self._price(first + grow * np.arange(num_steps))
 
-    def _price(self, kernel_ms: np.ndarray) -> np.ndarray:
-        c = self.config
-        k = len(kernel_ms)
-        factor = np.full(k, 1.0 + c.bias)
-        if c.noise:
-            factor *= np.exp(self._rng.normal(self._mu, c.noise, size=k))
-        if c.shift:
-            idx = self._num_steps + np.arange(k)
-            factor[idx >= (c.shift_after_steps or 0)] *= 1.0 + c.shift
-        overhead = np.full(k, self.overhead_ms)
-        if c.overhead_jitter_ms:
-            overhead = np.maximum(0.0, overhead + self._rng.normal(0.0, c.overhead_jitter_ms, k))
-        self._num_steps += k
-        return kernel_ms * factor + overhead
+
+class KernelPrices(Protocol):
+    """Kernel prices of steps by shape (engine_prices.EngineStepPrices)."""
+
+    def step_ms(
+        self,
+        num_prefill_tokens: int,
+        num_decode_reqs: int,
+        decode_kv_tokens: float,
+        prefill_attn_work: float,
+        num_prefill_chunks: int = 0,
+    ) -> float: ...
+
+    def decode_block_ms(
+        self, num_decode_reqs: int, decode_kv_tokens: float, k: int
+    ) -> np.ndarray: ...
+
+
+class EngineDevice(_SeededPricing):
+    """Steps priced by aiconfigurator-core's engine (through `prices`) for a profile's GPU,
+    model and TP, plus the profile's own overhead_ms and the per-step overhead (so it differs
+    from ProfileDevice over the same profile by the fit's error only), with the same optional
+    bias, noise, jitter and shift."""
+
+    def __init__(
+        self,
+        prices: KernelPrices,
+        profile_name: str,
+        config: ProfileDeviceConfig | None = None,
+        default_overhead_ms: float = 0.0,
+        profile_overhead_ms: float = 0.0,
+        label: str = "",
+    ) -> None:
+        super().__init__(config, default_overhead_ms)
+        self.prices = prices
+        self.profile_name = profile_name
+        self.profile_overhead_ms = profile_overhead_ms
+        self.label = label
+
+    @property
+    def is_exact(self) -> bool:
+        return False  # never the profile's own prices
+
+    @property
+    def description(self) -> str:
+        head = f"engine {self.label or 'aiconfigurator-core'} for profile {self.profile_name}"
+        return self._describe(head)
+
+    def _kernel_ms(self, shape: StepShape) -> float:
+        return self.profile_overhead_ms + self.prices.step_ms(
+            shape.num_prefill_tokens,
+            shape.num_decode_reqs,
+            shape.decode_kv_tokens,
+            shape.prefill_attn_work,
+            shape.num_prefill_chunks,
+        )
+
+    def step_ms(self, shape: StepShape) -> float:
+        if self._plain:
+            self._num_steps += 1
+            return self._kernel_ms(shape) + self.overhead_ms
+        return float(self._price(np.array([self._kernel_ms(shape)]))[0])
+
+    def decode_block_ms(self, shape: StepShape, num_steps: int) -> np.ndarray:
+        if shape.num_prefill_tokens:  # not a decode-only block: price each step
+            b, kv0 = shape.num_decode_reqs, shape.decode_kv_tokens
+            return np.array(
+                [
+                    self.step_ms(replace(shape, decode_kv_tokens=kv0 + j * b))
+                    for j in range(num_steps)
+                ]
+            )
+        kernel = self.profile_overhead_ms + self.prices.decode_block_ms(
+            shape.num_decode_reqs, shape.decode_kv_tokens, num_steps
+        )
+        if self._plain:
+            self._num_steps += num_steps
+            return kernel + self.overhead_ms
+        return self._price(kernel)
 
 
 @dataclass(frozen=True)
@@ -186,9 +284,13 @@ class ReplayDevice:
         self.origin = steps.origin
         predicted = np.array(
             [
-                cost_model.predict_raw_ms(float(n), float(s), float(q))
-                for n, s, q in zip(
-                    steps.num_tokens, steps.decode_kv_tokens, steps.prefill_attn_work, strict=True
+                cost_model.predict_raw_ms(float(n), float(s), float(q), num_decode_reqs=float(b))
+                for n, s, q, b in zip(
+                    steps.num_tokens,
+                    steps.decode_kv_tokens,
+                    steps.prefill_attn_work,
+                    steps.num_decode_reqs,
+                    strict=True,
                 )
             ]
         )
@@ -223,12 +325,7 @@ class ReplayDevice:
         return float(self._ratio[i])
 
     def step_ms(self, shape: StepShape) -> float:
-        base = self.cost_model.predict_raw_ms(
-            shape.num_prefill_tokens + shape.num_decode_reqs,
-            float(shape.decode_kv_tokens),
-            shape.prefill_attn_work,
-        )
-        return base * self._ratio_for(shape)
+        return self.cost_model.predict_ms(shape) * self._ratio_for(shape)
 
     def decode_block_ms(self, shape: StepShape, num_steps: int) -> np.ndarray:
         out = np.empty(num_steps)

@@ -11,6 +11,12 @@
         seed=S        of the noise / jitter stream
         profile=NAME  price from another profile than the planner's --profile
     steplog:PATH                              replay a measured JSONL step log over the profile
+    engine                                    aiconfigurator-core's engine prices every step for
+                                              the profile's GPU, model and TP (+ the step
+                                              overhead); needs the `calibrate` extra
+    engine:noise=0.03,seed=1,cache=memory     the profile device's parameters, and
+        cache=disk|memory  keep engine prices in ~/.cache/fairbatching/engine-prices (default)
+                           or in this process only
 
 A spec is parsed once (errors name the flag and the parameter) and built into a fresh device
 per run (`build`), so every run starts its random stream from the seed.
@@ -27,13 +33,15 @@ import numpy as np
 from fairbatching_sglang.profiles import CostProfile, ProfileError, load_profile
 from fairbatching_sglang.profiles.device_model import (
     DeviceModel,
+    EngineDevice,
     LoggedSteps,
     ProfileDevice,
     ProfileDeviceConfig,
     ReplayDevice,
 )
 
-KINDS = ("profile", "steplog")
+KINDS = ("profile", "steplog", "engine")
+_CACHE_MODES = ("disk", "memory")
 _FLOAT_PARAMS = {"bias": "bias", "noise": "noise", "overhead_ms": "overhead_ms"}
 _FLOAT_PARAMS |= {"jitter_ms": "overhead_jitter_ms", "shift": "shift"}
 _INT_PARAMS = {"seed": "seed", "shift_after": "shift_after_steps"}
@@ -52,13 +60,59 @@ class DeviceModelSpec:
     steplog_path: str | None = None
     # The step log as read when the spec was parsed (read once; every run builds from it).
     steplog: LoggedSteps | None = field(default=None, compare=False, repr=False)
+    engine_cache: str = "disk"  # engine only: "disk" or "memory"
 
     def build(self, run_profile: CostProfile, default_overhead_ms: float) -> DeviceModel:
         profile = run_profile if self.profile is None else load_profile(self.profile)
         if self.kind == "profile":
             return ProfileDevice(profile.cost_model, profile.name, self.config, default_overhead_ms)
+        if self.kind == "engine":
+            return self._build_engine(profile, default_overhead_ms)
         assert self.steplog is not None
         return ReplayDevice(profile.cost_model, profile.name, self.steplog)
+
+    def _build_engine(self, profile: CostProfile, default_overhead_ms: float) -> EngineDevice:
+        from fairbatching_sglang.profiles import engine_prices as ep
+
+        where = f"--device-model {self.text!r}"
+        if not (profile.gpu and profile.model):
+            raise DeviceSpecError(
+                f"{where}: profile {profile.name} names no gpu / model for the engine to price "
+                "(the shipped profiles do; so does a profile fit with --base)"
+            )
+        backend = profile.sglang_version or ep.SGLANG_KERNEL_VERSION
+        try:
+            ep.require_engine()
+            prices = ep.shared_step_prices(
+                profile.model,
+                profile.gpu,
+                profile.tp_size,
+                backend,
+                disk_cache=self.engine_cache == "disk",
+            )
+            if prices.num_cached == 0:
+                # Compile now (~0.5-3 s): a bad GPU / model fails here, not mid-run, and the
+                # first step does not stall an emulated device's clock.
+                _ = prices.pricer
+        except ep.EngineUnavailableError as exc:
+            raise DeviceSpecError(f"{where}: {exc}") from exc
+        except Exception as exc:  # the engine's own errors (unknown model or system, ...)
+            raise DeviceSpecError(
+                f"{where}: aiconfigurator-core cannot price {profile.model} on {profile.gpu} "
+                f"TP{profile.tp_size} (SGLang {backend} tables): {exc}"
+            ) from exc
+        label = (
+            f"aiconfigurator-core {ep.aiconfigurator_version()} ({profile.gpu}, "
+            f"{profile.model}, TP{profile.tp_size}, SGLang {backend} tables)"
+        )
+        return EngineDevice(
+            prices,
+            profile.name,
+            self.config,
+            default_overhead_ms,
+            profile_overhead_ms=profile.cost_model.overhead_ms,
+            label=label,
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -73,6 +127,7 @@ class DeviceModelSpec:
             "shift": self.config.shift,
             "shift_after": self.config.shift_after_steps,
             "seed": self.config.seed,
+            **({"cache": self.engine_cache} if self.kind == "engine" else {}),
         }
 
 
@@ -83,8 +138,19 @@ def parse_device_model(text: str, flag: str = "--device-model") -> DeviceModelSp
     if kind not in KINDS:
         raise DeviceSpecError(
             f"{flag} {text!r}: unknown device model {kind!r}; known: {', '.join(KINDS)} "
-            "(e.g. 'profile', 'profile:bias=0.05,noise=0.03,seed=0', 'steplog:steps.jsonl')"
+            "(e.g. 'profile', 'profile:bias=0.05,noise=0.03,seed=0', 'steplog:steps.jsonl', "
+            "'engine', 'engine:noise=0.02,seed=1')"
         )
+    if kind == "engine":
+        from fairbatching_sglang.profiles.engine_prices import (
+            EngineUnavailableError,
+            require_engine,
+        )
+
+        try:
+            require_engine()  # fail at the flag, not when the first run builds its device
+        except EngineUnavailableError as exc:
+            raise DeviceSpecError(f"{flag} {text!r}: {exc}") from exc
     if kind == "steplog":
         path = rest.strip()
         if not path:
@@ -95,14 +161,25 @@ def parse_device_model(text: str, flag: str = "--device-model") -> DeviceModelSp
         return DeviceModelSpec("steplog", text, steplog_path=path, steplog=steps)
     values: dict[str, object] = {}
     profile: str | None = None
+    cache: str | None = None
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, raw = part.partition("=")
         key, raw = key.strip(), raw.strip()
         if not eq or not raw:
             raise DeviceSpecError(f"{flag} {text!r}: parameter {part!r} must be NAME=VALUE")
-        if key in values or (key == "profile" and profile is not None):
+        if (
+            key in values
+            or (key == "profile" and profile is not None)
+            or (key == "cache" and cache is not None)
+        ):
             raise DeviceSpecError(f"{flag} {text!r}: parameter {key!r} given twice")
-        if key == "profile":
+        if key == "cache" and kind == "engine":
+            if raw not in _CACHE_MODES:
+                raise DeviceSpecError(
+                    f"{flag} {text!r}: cache={raw!r}; choose {' or '.join(_CACHE_MODES)}"
+                )
+            cache = raw
+        elif key == "profile":
             try:
                 load_profile(raw)
             except ProfileError as exc:
@@ -122,7 +199,8 @@ def parse_device_model(text: str, flag: str = "--device-model") -> DeviceModelSp
             except ValueError:
                 raise DeviceSpecError(f"{flag} {text!r}: {key}={raw!r} is not an integer") from None
         else:
-            known = sorted([*_FLOAT_PARAMS, *_INT_PARAMS, "profile"])
+            extra = ["cache"] if kind == "engine" else []
+            known = sorted([*_FLOAT_PARAMS, *_INT_PARAMS, "profile", *extra])
             raise DeviceSpecError(
                 f"{flag} {text!r}: unknown parameter {key!r}; known: {', '.join(known)}"
             )
@@ -132,7 +210,7 @@ def parse_device_model(text: str, flag: str = "--device-model") -> DeviceModelSp
         config = ProfileDeviceConfig(**values)  # type: ignore[arg-type]
     except ValueError as exc:
         raise DeviceSpecError(f"{flag} {text!r}: {exc}") from exc
-    return DeviceModelSpec("profile", text, config=config, profile=profile)
+    return DeviceModelSpec(kind, text, config=config, profile=profile, engine_cache=cache or "disk")
 
 
 def read_logged_steps(path: str | Path, flag: str = "--device-model") -> LoggedSteps:

@@ -1,6 +1,7 @@
 """Fit the hinge step-cost form to priced or measured steps.
 
-    T = c0 + c1*n + c3*S + c4*Q + c5*max(0, K - n) + c7*max(0, n - K2) + c6*[Q > 0],  n = P+B
+    T = c0 + c1*n + c2*B + c3*S + c4*Q + c5*max(0, K - n) + c7*max(0, n - K2) + c6*[Q > 0],
+    n = P+B
 
 The knees K and K2 are found by a 2-D grid search (a coarse grid, then a finer 1-D grid around
 the best point for each knee); for each pair the other coefficients are the exact solution of a
@@ -32,6 +33,7 @@ COEFFICIENT_NAMES = (
     "c5_ms_per_token_below_knee",
     "c6_ms_if_prefill",
     "c7_ms_per_token_above_knee2",
+    "c2_ms_per_decode_req",  # last: constrained_lsq's column indices 1 and 4 stay c1 and c5
 )
 
 
@@ -77,9 +79,14 @@ class StepSamples:
 
     def split_half(self, seed: int) -> tuple[StepSamples, StepSamples]:
         """Random (train, held-out) halves, deterministic in seed."""
+        train, held = self.split_half_indices(seed)
+        return self.subset(train), self.subset(held)
+
+    def split_half_indices(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The row indices of split_half's (train, held-out) halves."""
         order = np.random.default_rng(seed).permutation(len(self))
         half = len(self) // 2
-        return self.subset(order[half:]), self.subset(order[:half])
+        return order[half:], order[:half]
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,7 @@ def hinge_design(samples: StepSamples, knee_tokens: float, knee2_tokens: float) 
             np.maximum(0.0, knee_tokens - n),
             (samples.prefill_attn_work > 0).astype(float),
             np.maximum(0.0, n - knee2_tokens),
+            samples.num_decode_reqs,
         ]
     )
 
@@ -136,6 +144,7 @@ def predict(model: HingeCostModel, samples: StepSamples) -> np.ndarray:
             model.c5_ms_per_token_below_knee,
             model.c6_ms_if_prefill,
             model.c7_ms_per_token_above_knee2,
+            model.c2_ms_per_decode_req,
         ]
     )
     return x @ coef
@@ -228,13 +237,16 @@ def fit_hinge(
     knee_grid: Sequence[float] | None = None,
     knee2_grid: Sequence[float] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    fit_c2: bool = True,
 ) -> FitResult:
     """Fit the two-hinge form to `train`; report errors on `train` and `held_out`.
 
     The knees are searched over `knee_grid` x `knee2_grid` (defaults: `default_knee_grid`,
     `default_knee2_grid`; inf in knee2_grid means no second hinge), then each is refined on a
     grid of 16 points between the neighbours of the best coarse point, the other held fixed.
-    progress(done, total) is called after each row of the search.
+    progress(done, total) is called after each row of the search. fit_c2=False leaves the
+    per-decode-request cost c2 at 0 (the form before issue #13, for comparisons); c2 is fitted
+    jointly with the rest at every knee pair of the search.
     """
     num_coef = len(COEFFICIENT_NAMES)
     if len(train) < num_coef:
@@ -254,14 +266,21 @@ def fit_hinge(
     # otherwise its column is 0 or equal to the intercept's, and c6 stays 0.
     has_prefill = train.prefill_attn_work > 0
     use_c6 = bool(has_prefill.any() and not has_prefill.all())
+    # c2 (per decode request) likewise: its column B is 0 without decodes and equals n's when
+    # no step holds prefill tokens.
+    decodes = train.num_decode_reqs
+    use_c2 = bool(fit_c2 and (decodes > 0).any() and (train.num_prefill_tokens > 0).any())
 
     # The search works on normal equations built from blocks: the columns that do not depend
     # on the knees once, each knee's column once, one dot product per pair. Columns in the
-    # constrained_lsq parameterisation: c0, d = c1 - c5, c3, c4, (c6), c5 on max(n, K), c7.
+    # constrained_lsq parameterisation: c0, d = c1 - c5, c3, c4, (c6), (c2), c5 on max(n, K),
+    # c7.
     n = train.num_tokens
     fixed_cols = [np.ones(len(train)), n, train.decode_kv_tokens, train.prefill_attn_work]
     if use_c6:
         fixed_cols.append(has_prefill.astype(float))
+    if use_c2:
+        fixed_cols.append(decodes.astype(float))
     fixed = np.column_stack(fixed_cols) * weight[:, None]
     ff, fy = fixed.T @ fixed, fixed.T @ y
     yy = float(y @ y)
@@ -316,7 +335,8 @@ def fit_hinge(
             progress(len(coarse) + axis + 1, total)
     best_knee, best_knee2 = best()
     # Final coefficients: the exact solver on the actual columns at the best knees.
-    columns = [i for i in range(num_coef) if use_c6 or COEFFICIENT_NAMES[i] != "c6_ms_if_prefill"]
+    unused = {"c6_ms_if_prefill": not use_c6, "c2_ms_per_decode_req": not use_c2}
+    columns = [i for i in range(num_coef) if not unused.get(COEFFICIENT_NAMES[i], False)]
     x = hinge_design(train, best_knee, best_knee2)[:, columns] * weight[:, None]
     coef = np.zeros(num_coef)
     coef[columns] = constrained_lsq(x, y)[0]
@@ -333,6 +353,7 @@ def fit_hinge(
         c6_ms_if_prefill=float(coef[5]),
         c7_ms_per_token_above_knee2=float(coef[6]) if has_knee2 else 0.0,
         knee2_tokens=float(best_knee2) if has_knee2 else 0.0,
+        c2_ms_per_decode_req=float(coef[7]),
     )
     return FitResult(
         model,

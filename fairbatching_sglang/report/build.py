@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fairbatching_sglang.report.collect import load_ab
+import pandas as pd
+
+from fairbatching_sglang.report.collect import AbData, load_ab
 from fairbatching_sglang.report.plots import plot_attainment, plot_cdfs, plot_timeline
 from fairbatching_sglang.report.tables import (
     ATTAINMENT_KEYS,
     LATENCY_KEYS,
+    arm_setting,
+    best_stock_arm,
     capacity_table,
     detail_table,
+    is_fairbatching,
     ratio_table,
     sweep_table,
     to_markdown,
+    tuning_table,
 )
 from fairbatching_sglang.report.validity import validity_table
 
@@ -32,6 +38,69 @@ def headline(idx: dict, title: str | None) -> str:
     return f"# {text}" if word.split()[0] in text else f"# {word}: {text}"
 
 
+def _tuning_lines(data: AbData, tuned: pd.DataFrame) -> list[str]:
+    """--tune-baselines: what each stock arm's sweep tried and which setting won."""
+    if not len(tuned):
+        return []
+    first = data.targets[0] if data.targets else "?"
+    lines = [
+        "## Baseline tuning (--tune-baselines)",
+        "",
+        "Each stock arm's main knob was swept, with a full capacity search per value (same "
+        f"search settings as every arm); `<arm>@tuned` shows the value with the highest "
+        f"capacity at {first} (ties: the next target, then the default setting, then the "
+        "smaller value). The default setting is always a candidate (its runs are the default "
+        "arm's), so a tuned arm is never worse than its default. Sweep points ran as arms "
+        "`<arm>@<value>` (their directories and runs are in `runs.csv`, this table in "
+        "`tuning.csv`).",
+        "",
+    ]
+    for t in data.tuning.values():
+        lines.append(
+            f"- `{t['tuned_arm']}`: {t['knob']}={t['best_value']} (default {t['default']}; "
+            f"swept {', '.join(str(v) for v in t['values'])}; option `{t['option']}`)"
+        )
+    lines += ["", to_markdown(tuned)]
+    return lines
+
+
+def _ratio_lines(data: AbData, ratios: pd.DataFrame, rate: float | None) -> list[str]:
+    """Headline ratios against the best stock arm, then against every other stock arm."""
+    best = best_stock_arm(data)
+    where = f" (at the common rate x{rate:g})" if rate is not None else ""
+    pool = "default and tuned stock arms" if data.tuning else "stock arms"
+    if best is None:
+        intro = f"No stock arm has a found capacity: there is no best stock arm among the {pool}."
+    else:
+        caps = data.capacity.get(best, {}).get("capacity", {})
+        setting = arm_setting(data, best)
+        first = data.targets[0] if data.targets else "0.9"
+        intro = (
+            f"Best stock arm: **`{best}`**{f' ({setting})' if setting else ''}, capacity "
+            f"{caps.get(first, float('nan')):.4g} at {first}: the highest at the first target "
+            f"among the {pool} ({', '.join(a for a in data.arms if not is_fairbatching(a))}). "
+            "Every headline ratio is against it."
+        )
+    lines = [
+        "## FairBatching / best stock arm",
+        "",
+        intro,
+        "",
+        "capacity ratio > 1: FairBatching sustains more load; TTFT/TPOT p99 ratio < 1: "
+        f"FairBatching's tail is lower{where}.",
+        "",
+    ]
+    if len(ratios):
+        head = ratios[ratios["vs_best_stock"]].drop(columns="vs_best_stock")
+        rest = ratios[~ratios["vs_best_stock"]].drop(columns="vs_best_stock")
+        lines += [to_markdown(head)]
+        if len(rest):
+            lines += ["### Against every other stock arm (for reference)", "", to_markdown(rest)]
+    else:
+        lines += [to_markdown(ratios)]
+    return lines
+
+
 def write_report(root: Path, title: str | None = None) -> Path:
     data = load_ab(root)
     idx = data.index
@@ -44,6 +113,9 @@ def write_report(root: Path, title: str | None = None) -> Path:
     cap = capacity_table(data)
     ratios = ratio_table(data, rate)
     sweep = sweep_table(data)
+    tuned = tuning_table(data)
+    if len(tuned):
+        tuned.to_csv(root / "tuning.csv", index=False)
     cap.to_csv(root / "capacity.csv", index=False)
     ratios.to_csv(root / "ratios.csv", index=False)
     sweep.to_csv(root / "runs.csv", index=False)
@@ -81,12 +153,8 @@ def write_report(root: Path, title: str | None = None) -> Path:
         "`unknown`: no valid passing probe; ratios involving either are left out.",
         "",
         to_markdown(cap),
-        "## FairBatching / stock ratios",
-        "",
-        "capacity ratio > 1: FairBatching sustains more load; TTFT/TPOT p99 ratio < 1: "
-        f"FairBatching's tail is lower (at the common rate x{rate:g}).",
-        "",
-        to_markdown(ratios),
+        *_tuning_lines(data, tuned),
+        *_ratio_lines(data, ratios, rate),
     ]
     if det is not None:
         lat_cols = ["arm", "status"] + [f"{k}_p{p}" for k in LATENCY_KEYS for p in (50, 90, 99)]

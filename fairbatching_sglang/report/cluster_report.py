@@ -193,6 +193,30 @@ def _mix_lines(index: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _device_lines(index: dict[str, Any]) -> list[str]:
+    """What steps really cost vs what the planners believe (DESIGN.md section 4)."""
+    dev = index.get("device_model") or {}
+    planner = index.get("planner_profile") or index.get("profile", {}).get("name")
+    spec = dev.get("spec", "profile")
+    seeds = dev.get("replica_seeds")
+    seed_note = (
+        f" Each replica has its own device; seeds {seeds} (replica 0: the spec's seed, replica "
+        "i > 0: `SeedSequence([seed, i])`), so noise differs across replicas."
+        if seeds and dev.get("kind") == "profile" and not _exact(dev)
+        else ""
+    )
+    return [
+        f"Device model (what a step really costs): `{spec}` "
+        f"({dev.get('description') or 'the profile exactly'}); planner's profile: "
+        f"`{planner}`.{seed_note}",
+        "",
+    ]
+
+
+def _exact(dev: dict[str, Any]) -> bool:
+    return not any(dev.get(k) for k in ("bias", "noise", "jitter_ms", "shift"))
+
+
 def render_markdown(index: dict[str, Any], cap: pd.DataFrame, title: str | None) -> str:
     prof = index.get("profile", {})
     trace = index.get("trace", {})
@@ -203,6 +227,7 @@ def render_markdown(index: dict[str, Any], cap: pd.DataFrame, title: str | None)
         "**SIMULATED** (virtual-time replay, `fairbatching_sglang.sim.cluster`, cost profile "
         f"`{prof.get('name')}`): not measured on a GPU.",
         "",
+        *_device_lines(index),
         f"Command: `{index.get('command')}`",
         "",
         f"Trace: `{trace.get('source')}` ({trace.get('num_requests')} requests over "

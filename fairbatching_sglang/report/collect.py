@@ -1,4 +1,10 @@
-"""Read an A/B output directory (see harness/ab.py for its layout) into tables."""
+"""Read an A/B output directory (see harness/ab.py for its layout) into tables.
+
+With --tune-baselines (ab.json "tuning"), each tuned stock arm appears as `<arm>@tuned`: an
+alias whose runs and capacity are those of the winning sweep point (`<arm>@<N>`, or the default
+arm itself when its own setting won). Sweep points' runs are in `runs` (runs.csv lists every
+run) but not in `arms`: the tables compare the default and tuned arms.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +24,33 @@ class AbData:
     capacity: dict[str, dict[str, Any]]  # arm -> capacity.json
 
     @property
+    def tuning(self) -> dict[str, dict[str, Any]]:
+        """Stock arm -> its sweep (ab.json "tuning"; empty without --tune-baselines)."""
+        return dict(self.index.get("tuning") or {})
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Alias "<arm>@tuned" -> the arm directory whose results it shows."""
+        return {t["tuned_arm"]: t["best_arm"] for t in self.tuning.values()}
+
+    @property
     def arms(self) -> list[str]:
         listed = list(self.index.get("config", {}).get("arms", []))
-        return listed or sorted(self.runs["arm"].unique())
+        if not listed:
+            return sorted(self.runs["arm"].unique()) if len(self.runs) else []
+        # Each tuned arm right after its default one.
+        out: list[str] = []
+        for arm in listed:
+            out.append(arm)
+            if arm in self.tuning:
+                out.append(self.tuning[arm]["tuned_arm"])
+        return out
+
+    @property
+    def targets(self) -> list[str]:
+        """Capacity targets as capacity.json keys, in the order the search ran them."""
+        ts = self.index.get("config", {}).get("capacity_targets") or (0.9, 0.99)
+        return [f"{float(t):g}" for t in ts]
 
     @property
     def detail_rate(self) -> float | None:
@@ -36,6 +66,9 @@ def load_ab(root: Path) -> AbData:
     # Only this run's arms: a directory left by another run must not join the report (the CLI
     # refuses such an --out; this guards direct callers too).
     listed = set(index.get("config", {}).get("arms", []))
+    tuning = index.get("tuning") or {}
+    if listed:
+        listed |= {p["arm"] for t in tuning.values() for p in t.get("points", [])}
     rows = []
     for status_path in sorted(root.glob("*/x*/status.json")):
         if listed and status_path.parent.parent.name not in listed:
@@ -59,4 +92,13 @@ def load_ab(root: Path) -> AbData:
         for p in sorted(root.glob("*/capacity.json"))
         if not listed or p.parent.name in listed
     }
+    for t in tuning.values():
+        alias, best = t["tuned_arm"], t["best_arm"]
+        if best in capacity:
+            capacity[alias] = {**capacity[best], "arm": alias, "alias_of": best}
+        if len(runs):
+            copy = runs[runs["arm"] == best].assign(arm=alias)
+            runs = pd.concat([runs, copy], ignore_index=True)
+    if len(runs):
+        runs = runs.sort_values(["arm", "rate_scale"]).reset_index(drop=True)
     return AbData(root, index, runs, capacity)

@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from fairbatching_sglang.harness.arms import KNOBS, TUNED
 from fairbatching_sglang.report.collect import AbData
 
 LATENCY_KEYS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms")
@@ -22,6 +23,48 @@ ATTAINMENT_KEYS = (
 
 def is_fairbatching(arm: str) -> bool:
     return arm.startswith("fairbatching")
+
+
+def arm_setting(data: AbData, arm: str) -> str:
+    """A stock arm's knob setting as "field=value" ("(default)" for the default arm), from
+    ab.json's tuning and sim_config; "" when unknown (FairBatching arms, measured backends
+    without an explicit setting)."""
+    base, _, suffix = arm.partition("@")
+    knob = KNOBS.get(base)
+    if knob is None or is_fairbatching(arm):
+        return ""
+    tune = data.tuning.get(base, {})
+    if suffix == TUNED and tune:
+        return f"{knob.field}={tune['best_value']}"
+    if suffix:
+        return f"{knob.field}={suffix}"
+    default = tune.get("default", (data.index.get("sim_config") or {}).get(knob.field))
+    return f"{knob.field}={default} (default)" if default is not None else ""
+
+
+def _cap_key(data: AbData, arm: str) -> tuple[float, ...]:
+    """Capacity at each target in search order; a bound or a missing value ranks lowest."""
+    doc = data.capacity.get(arm, {})
+    caps, notes = doc.get("capacity", {}), doc.get("capacity_notes", {})
+    ok = doc.get("status", "ok") == "ok"
+    key = []
+    for t in data.targets:
+        c = caps.get(t)
+        key.append(-math.inf if c is None or t in notes or not ok else float(c))
+    return tuple(key)
+
+
+def best_stock_arm(data: AbData) -> str | None:
+    """The stock arm (default or tuned) with the highest capacity at the first target (ties:
+    the next target, then the earlier arm, so a tuned arm that only equals its default loses
+    to it); None when no stock arm has a found capacity."""
+    best: str | None = None
+    for arm in data.arms:
+        if is_fairbatching(arm) or all(math.isinf(v) for v in _cap_key(data, arm)):
+            continue
+        if best is None or _cap_key(data, arm) > _cap_key(data, best):
+            best = arm
+    return best
 
 
 def detail_table(data: AbData, rate: float) -> pd.DataFrame:
@@ -57,6 +100,7 @@ def capacity_table(data: AbData) -> pd.DataFrame:
         rows.append(
             {
                 "arm": arm,
+                "setting": arm_setting(data, arm),
                 "status": doc.get("status", "missing"),
                 "capacity_at_0.9": caps.get("0.9"),
                 "bound_at_0.9": bounds.get("0.9", "found" if "0.9" in caps else None),
@@ -82,13 +126,21 @@ def _ratio(a: object, b: object) -> float:
 
 def ratio_table(data: AbData, rate: float | None) -> pd.DataFrame:
     """FairBatching arm / stock arm for capacity (higher is better) and p99 TTFT at the common
-    rate (lower is better)."""
+    rate (lower is better). Every pair; `vs_best_stock` marks the rows against the best stock
+    arm (best_stock_arm), listed first for each FairBatching arm: the headline ratios."""
     cap = capacity_table(data).set_index("arm")
     det = detail_table(data, rate).set_index("arm") if rate is not None else None
+    best = best_stock_arm(data)
+    stocks = [a for a in data.arms if not is_fairbatching(a)]
+    stocks.sort(key=lambda a: a != best)  # stable: the others keep their order
     rows = []
     for fb in [a for a in data.arms if is_fairbatching(a)]:
-        for stock in [a for a in data.arms if not is_fairbatching(a)]:
-            row: dict[str, object] = {"fairbatching_arm": fb, "stock_arm": stock}
+        for stock in stocks:
+            row: dict[str, object] = {
+                "fairbatching_arm": fb,
+                "stock_arm": stock,
+                "vs_best_stock": stock == best,
+            }
             for t in ("0.9", "0.99"):
                 # A lower bound on either side makes the ratio no measurement.
                 found = all(cap.at[a, f"bound_at_{t}"] in ("found", None) for a in (fb, stock))
@@ -107,6 +159,28 @@ def ratio_table(data: AbData, rate: float | None) -> pd.DataFrame:
                 row["slo_attainment_fb"] = det.at[fb, "slo_attainment"]
                 row["slo_attainment_stock"] = det.at[stock, "slo_attainment"]
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def tuning_table(data: AbData) -> pd.DataFrame:
+    """--tune-baselines: one row per (stock arm, knob value) with its capacities; `chosen`
+    marks the value the tuned arm shows."""
+    rows = []
+    for arm, t in data.tuning.items():
+        for p in t.get("points", []):
+            caps = p.get("capacity") or {}
+            rows.append(
+                {
+                    "arm": arm,
+                    "knob": t.get("knob"),
+                    "value": p["value"],
+                    "run_as": p["arm"],
+                    "default": bool(p.get("is_default")),
+                    "chosen": p["value"] == t.get("best_value"),
+                    "status": p.get("status"),
+                    **{f"capacity_at_{k}": caps.get(k) for k in data.targets},
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -22,6 +22,15 @@ processing step t-1, when step t has just started). Requests that finish in the
 in-flight step are still in the running batch; SGLang's mixed block filters them
 (`_reqs_finishing_inflight`) before the split, and the split matches rows by identity.
 
+Closed loop (FairBatchingConfig.closed_loop, on by default): the measured wall time of each
+step feeds core/closed_loop.py, and the policy plans with its planning model (recalibrated and
+with a margin), never with a number it did not measure. A step's wall time is the interval
+between two batch formations while the engine stays busy: in the normal loop that interval
+(formation t to t+1) is step t (run + result processing + the next formation's CPU time); in the
+overlap loop formation t+1 follows the processing of step t-1, so the interval is step t-1.
+The same observation gives decodes their real first-token time (the step's observed end), which
+the first-token deadline anchor uses instead of the predicted end.
+
 Failure: every call is guarded. If the policy (or snapshot) raises, the step is logged, counted
 and run as stock mixed-chunk SGLang (no budget cap, no parking). The server never dies for the
 policy.
@@ -29,13 +38,16 @@ policy.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
 
-from fairbatching_sglang.core.cost_model import HingeCostModel
+from fairbatching_sglang.core.closed_loop import ClosedLoopPlanner
+from fairbatching_sglang.core.cost_model import HingeCostModel, StepShape
 from fairbatching_sglang.core.load_estimate import LoadEstimate, estimate_load
 from fairbatching_sglang.core.policy import FairBatchingPolicy
 from fairbatching_sglang.profiles import load_profile
@@ -89,8 +101,15 @@ class FairBatchingHook:
             cost = cost.with_overhead(settings.overhead_ms)
         self.settings = settings
         self.default_slo = settings.default_slo
-        self.policy = FairBatchingPolicy(cost, settings.policy_config())
-        self.cost_model = cost
+        config = settings.policy_config()
+        self.policy = FairBatchingPolicy(cost, config)
+        self.cost_model = cost  # the offline model (+ the configured overhead)
+        self.closed_loop = (
+            ClosedLoopPlanner(cost, config.closed_loop) if config.closed_loop is not None else None
+        )
+        # Formed steps whose end is not yet observed: (shape, predicted ms, first-token states,
+        # their predicted first-token time). One in the normal loop, two in the overlap loop.
+        self._unobserved: deque[tuple[StepShape, float, list[Any], float]] = deque()
         self.chunked_prefill_size = chunked_prefill_size
         self.max_prefill_tokens = min(chunked_prefill_size, max_prefill_tokens)
         self.enable_overlap = enable_overlap
@@ -275,6 +294,7 @@ class FairBatchingHook:
         self._split_parked = []
         if batch is None or not batch.reqs:
             self._last_formed_ms = None  # idle: the next step starts now
+            self._resolve_unobserved(now_ms)
             if self.step_log is not None:
                 self.step_log.record(None, now_ms / 1000.0)
             return
@@ -322,13 +342,12 @@ class FairBatchingHook:
                 st = timing_of(req, pool, default, now_ms, row_can_park)
                 st.num_scheduled_tokens = max(st.num_scheduled_tokens, len(req.output_ids)) + 1
                 first_tokens.append(st)
-        predicted = self.cost_model.predict_raw_ms(
-            num_prefill_tokens + len(decode_reqs), float(decode_kv), attn_work
-        )
-        if self.metrics is not None and self._last_formed_ms is not None:
-            measured = now_ms - self._last_formed_ms  # the previous step, engine busy throughout
-            self.metrics.measured_hist.observe(measured)
-            self.metrics.error_hist.observe(measured - self._last_predicted_ms)
+        shape = StepShape(num_prefill_tokens, len(decode_reqs), decode_kv, attn_work)
+        predicted = self.believed_model().predict_ms(shape)
+        if self._last_formed_ms is not None:
+            self._observe_step_end(now_ms, now_ms - self._last_formed_ms)
+        else:
+            self._resolve_unobserved(now_ms)
         # When this step starts: now, or after the step in flight (overlap loop, see _decide).
         start_ms = now_ms
         if self.enable_overlap and self._last_formed_ms is not None:
@@ -336,9 +355,10 @@ class FairBatchingHook:
         end_ms = start_ms + predicted
         self._last_formed_ms = now_ms
         self._last_predicted_ms = predicted
-        for st in first_tokens:
-            if st.num_scheduled_tokens == 1:
-                st.first_token_ms = end_ms
+        new_first = [st for st in first_tokens if st.num_scheduled_tokens == 1]
+        for st in new_first:
+            st.first_token_ms = end_ms  # until the step's end is observed
+        self._unobserved.append((shape, predicted, new_first, end_ms))
         if self.metrics is not None:
             self.metrics.parked.set(len(parked))
             self.metrics.predicted.set(predicted)
@@ -363,6 +383,45 @@ class FairBatchingHook:
             )
 
     # ------------------------------------------------------------------------------------------
+    def believed_model(self) -> HingeCostModel:
+        """Best guess of a step's time: the recalibrated model (no margin), or the offline one."""
+        return (
+            self.closed_loop.believed_model() if self.closed_loop is not None else self.cost_model
+        )
+
+    def _observe_step_end(self, now_ms: float, interval_ms: float) -> None:
+        """The engine stayed busy since the last formation: the oldest step whose result the
+        loop has processed by now ended about now, after `interval_ms` of wall time."""
+        pending = self._unobserved
+        if self.enable_overlap and len(pending) < 2:
+            return  # the step in flight has not ended yet
+        shape, predicted, first_states, predicted_end = pending.popleft()
+        for st in first_states:
+            if st.first_token_ms == predicted_end:  # not re-anchored meanwhile (retraction)
+                st.first_token_ms = now_ms
+        if self.metrics is not None:
+            self.metrics.measured_hist.observe(interval_ms)
+            self.metrics.error_hist.observe(interval_ms - predicted)
+        loop = self.closed_loop
+        if loop is None:
+            return
+        loop.observe(shape, interval_ms)
+        planning = loop.planning_model()
+        if planning is not self.policy.cost_model:
+            self.policy = dataclasses.replace(self.policy, cost_model=planning)
+            if self.metrics is not None:
+                self.metrics.margin.set(loop.margin)
+
+    def _resolve_unobserved(self, now_ms: float) -> None:
+        """After an idle gap every formed step has ended by now; their durations are unknown
+        (the end was not seen), but their first tokens are out: now is an upper bound."""
+        for _, _, first_states, predicted_end in self._unobserved:
+            for st in first_states:
+                if st.first_token_ms == predicted_end:
+                    st.first_token_ms = now_ms
+        self._unobserved.clear()
+
+    # ------------------------------------------------------------------------------------------
     def estimate_load(self, scheduler: Any) -> LoadEstimate:
         running = scheduler.running_batch.reqs
         decode_kv = sum(len(r.origin_input_ids) + len(r.output_ids) for r in running)
@@ -374,7 +433,7 @@ class FairBatchingHook:
         if chunked is not None:
             queued += max(0, len(chunked.origin_input_ids) - (chunked.extend_end or 0))
         return estimate_load(
-            self.cost_model,
+            self.believed_model(),
             num_decodes=len(running),
             decode_kv_tokens=decode_kv,
             queued_prefill_tokens=queued,

@@ -243,10 +243,14 @@ def build_snapshot(
 ) -> SchedulerSnapshot:
     """Columns gathered from the per-request pool; KV room and request reserves are the
     PrefillAdder's (schedule_policy.py, mem_cache/prefill_budget.py):
-    - kv_free_tokens: free + evictable minus the running rows' reserve (running_reserve), minus
-      one because the adder admits only while `total_tokens < remaining_total` (strict,
-      prefill_budget.py:128). The core charges each decode it runs one token on top; the adder
-      charges the same once apply_adder_budgets gave the parked rows' token back.
+    - kv_free_tokens: free + evictable, what this step's tokens occupy (decodes that do not fit
+      it are left to SGLang's retraction, as check_decode_mem decides).
+    - kv_admission_tokens: free + evictable minus the running rows' reserve (running_reserve),
+      minus one because the adder admits only while `total_tokens < remaining_total` (strict,
+      prefill_budget.py:128), minus one token per running row: the adder charges the mixed
+      decode tokens against the same budget (apply_adder_budgets gives the parked rows' token
+      back, so this is conservative by the number parked). The core charges admitted chunks
+      and their reserves only.
     - kv_reserve_tokens of a request: what the adder charges on admission beyond the chunk,
       min(max_new_tokens, CLIP) (the whole clipped output, no new_token_ratio:
       _select_prefill_admission, schedule_policy.py:1636, committed by
@@ -283,7 +287,7 @@ def build_snapshot(
         parked_steps=pool.parked_steps[slots],
         first_token_ms=pool.first_token_ms[slots],
     )
-    kv_free = math.ceil(inp.kv_free_tokens - running_reserve(cache, out_lens, ratio)) - 1
+    kv_admission = math.ceil(inp.kv_free_tokens - running_reserve(cache, out_lens, ratio)) - 1 - n
 
     chunked = inp.chunked_req
     candidates = [chunked, *inp.waiting_reqs] if chunked is not None else inp.waiting_reqs
@@ -315,6 +319,7 @@ def build_snapshot(
         prefills=prefills,
         max_num_batched_tokens=inp.max_num_batched_tokens,
         max_prefill_tokens=inp.max_prefill_tokens,
-        kv_free_tokens=max(0, kv_free),
+        kv_free_tokens=max(0, inp.kv_free_tokens),
         max_new_prefills=inp.max_new_prefills,
+        kv_admission_tokens=max(0, kv_admission),
     )

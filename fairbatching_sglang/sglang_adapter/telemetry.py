@@ -85,6 +85,10 @@ class PolicyMetrics:
             "Prefill tokens still admissible within the TTFT SLO",
         )
         self.predicted = gauge("sglang:fairbatching_predicted_step_ms", "Predicted step time")
+        self.margin = gauge(
+            "sglang:fairbatching_planning_margin",
+            "Closed-loop planning margin (0.05: steps planned 5% longer than predicted)",
+        )
         self.fallbacks = Counter(
             "sglang:fairbatching_fallbacks", "Steps that fell back to stock scheduling", names
         ).labels(**labels)

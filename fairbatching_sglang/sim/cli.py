@@ -80,7 +80,13 @@ def simulate(
     duration_s: Annotated[float | None, typer.Option("--duration", help="Window (s).")] = None,
     max_rows: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
     chunked_prefill_size: Annotated[int, typer.Option(help="SGLang chunked_prefill_size.")] = 8192,
-    max_running_requests: Annotated[int, typer.Option(help="SGLang max_running_requests.")] = 1024,
+    max_running_requests: Annotated[
+        int | None,
+        typer.Option(
+            help="SGLang max_running_requests (default: SGLang's rule from the profile's KV "
+            "capacity and context length)."
+        ),
+    ] = None,
     sarathi_token_budget: Annotated[int, typer.Option(help="Sarathi token budget.")] = 2048,
     step_overhead_ms: Annotated[
         float, typer.Option(callback=chk.non_negative, help="CPU overhead per step (ms).")

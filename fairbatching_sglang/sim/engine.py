@@ -44,6 +44,34 @@ class SimSummary:
     end_ms: float
 
 
+def plan_shape(plan: StepPlan) -> StepShape:
+    """The step's shape as the device prices it (KV read before this step's token)."""
+    num_prefill = 0
+    work = 0.0
+    for req, c in plan.chunks:
+        num_prefill += c
+        work += chunk_attn_work(c, req.prefilled)
+    return StepShape(num_prefill, len(plan.decodes), sum(r.kv_tokens for r in plan.decodes), work)
+
+
+def observe_block(
+    observe: Callable[[StepShape, float], None],
+    shape: StepShape,
+    end_times: np.ndarray,
+    start_ms: float,
+) -> None:
+    k = len(end_times)
+    observe(shape, float(end_times[0]) - start_ms)
+    if k > 1:
+        last = StepShape(
+            shape.num_prefill_tokens,
+            shape.num_decode_reqs,
+            shape.decode_kv_tokens + (k - 1) * shape.num_decode_reqs,
+            shape.prefill_attn_work,
+        )
+        observe(last, float(end_times[-1] - end_times[-2]))
+
+
 def make_request(workload: SimWorkload, i: int) -> SimRequest:
     w = workload
     hash_ids = w.hash_ids[i] if w.hash_ids is not None else None
@@ -180,6 +208,8 @@ class Simulator:
             self._release_pending(now)
         while True:
             if not state.running and not state.waiting and state.chunked is None:
+                # SGLang's on_idle resets the token ratio (managers/scheduler.py:5345).
+                state.reset_new_token_ratio()
                 return False
             plan = self.scheduler.plan(now, state)
             if not plan.is_empty:
@@ -190,20 +220,14 @@ class Simulator:
                 )
             # Nothing runs and nothing will free memory: the head request cannot be served.
             self._record(state.waiting.popleft(), "rejected")
-        end_times = self._step_end_times(now, plan)
-        self._queue.push(float(end_times[-1]), EventKind.STEP_END, (plan, end_times, now))
+        shape = plan_shape(plan)
+        end_times = self._step_end_times(now, plan, shape)
+        self._queue.push(float(end_times[-1]), EventKind.STEP_END, (plan, end_times, now, shape))
         return True
 
-    def _step_end_times(self, now: float, plan: StepPlan) -> np.ndarray:
+    def _step_end_times(self, now: float, plan: StepPlan, shape: StepShape) -> np.ndarray:
         decodes = plan.decodes
         num_decodes = len(decodes)
-        decode_kv = sum(r.kv_tokens for r in decodes)
-        num_prefill = 0
-        work = 0.0
-        for req, c in plan.chunks:
-            num_prefill += c
-            work += chunk_attn_work(c, req.prefilled)
-        shape = StepShape(num_prefill, num_decodes, decode_kv, work)
         state = self.state
         if not (
             self.config.fast_forward
@@ -231,9 +255,18 @@ class Simulator:
         cut = int(np.searchsorted(ends, next_arrival, side="left"))
         return ends[: cut + 1] if cut < k else ends
 
-    def _finish_step(self, payload: tuple[StepPlan, np.ndarray, float], end: float) -> None:
-        plan, end_times, start = payload
+    def _finish_step(
+        self, payload: tuple[StepPlan, np.ndarray, float, StepShape], end: float
+    ) -> None:
+        plan, end_times, start, shape = payload
         state = self.state
+        observe = getattr(self.scheduler, "observe_step", None)
+        if observe is not None:
+            # The closed loop measures what the step really took (the planner never sees the
+            # device model itself): one observation per priced step, or for a fast-forwarded
+            # block its first and last step (they bracket the KV growth; all steps of a block
+            # have the same shape otherwise).
+            observe_block(observe, shape, end_times, start)
         # The next formation sees what arrived before the last step of this block started.
         self._last_step_start_ms = float(end_times[-2]) if len(end_times) > 1 else start
         k = len(end_times)

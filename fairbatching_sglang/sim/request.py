@@ -15,8 +15,11 @@ class SimRequest:
     tpot_slo_ms: float
     hash_ids: tuple[int, ...] | None = None
     # Prompt tokens to have in KV before the next token can be sampled: the input, plus the
-    # output so far after a retraction (SGLang re-prefills input + output on resume).
+    # output so far after a retraction (SGLang prefills input + output on resume, the input
+    # mostly as a radix-cache hit: see InstanceState.retract).
     prefill_target: int = 0
+    # Tokens of prefill_target already computed; while kv_tokens is 0 these are a cache hit
+    # (prefix cache or a retracted request's prompt) whose KV is charged when the first chunk runs.
     prefilled: int = 0
     cached_tokens: int = 0
     num_output: int = 0
@@ -36,6 +39,12 @@ class SimRequest:
     @property
     def remaining_prefill(self) -> int:
         return self.prefill_target - self.prefilled
+
+    @property
+    def pending_cached_tokens(self) -> int:
+        """Cached tokens this request pins (and so takes from free KV) when its first chunk
+        runs; 0 once it holds KV."""
+        return self.prefilled if self.kv_tokens == 0 else 0
 
     @property
     def remaining_output(self) -> int:

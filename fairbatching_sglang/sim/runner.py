@@ -25,7 +25,7 @@ from fairbatching_sglang.core import FairBatchingConfig, HingeCostModel, SloTabl
 from fairbatching_sglang.metrics import summarize
 from fairbatching_sglang.profiles import CostProfile
 from fairbatching_sglang.profiles.device_spec import DeviceModelSpec, parse_device_model
-from fairbatching_sglang.sim.config import SimConfig
+from fairbatching_sglang.sim.config import SimConfig, bind_profile_limits
 from fairbatching_sglang.sim.engine import SimSummary, Simulator
 from fairbatching_sglang.sim.records import MemorySink, ParquetSink
 from fairbatching_sglang.sim.schedulers import make_scheduler
@@ -100,7 +100,8 @@ def run_simulation(
     policy_profile: the cost model FairBatching plans with, when it should differ from the
     run's `profile` (a model-error experiment).
     """
-    sim_config = sim_config or SimConfig()
+    # SGLang's max_running_requests rule needs the profile's KV capacity and context length.
+    sim_config = bind_profile_limits(sim_config or SimConfig(), [profile])
     device_model = device_model or parse_device_model("profile")
     workload = workload_from_table(table, slo_table, rate_scale)
     # A separate policy_profile models a planner that is wrong about the hardware.

@@ -68,6 +68,7 @@ def snapshots(draw: st.DrawFn, with_prefills: bool = True) -> SchedulerSnapshot:
         max_prefill_tokens=draw(st.integers(0, 16_384)),
         kv_free_tokens=draw(st.integers(0, 200_000)),
         max_new_prefills=draw(st.one_of(st.none(), st.integers(0, 10))),
+        kv_admission_tokens=draw(st.one_of(st.none(), st.integers(0, 200_000))),
     )
 
 
@@ -133,6 +134,7 @@ def surge_snapshots(draw: st.DrawFn) -> SchedulerSnapshot:
         max_prefill_tokens=draw(st.integers(256, 16_384)),
         kv_free_tokens=draw(st.integers(1_000, 200_000)),
         max_new_prefills=draw(st.one_of(st.none(), st.integers(1, 10))),
+        kv_admission_tokens=draw(st.one_of(st.none(), st.integers(0, 200_000))),
     )
 
 

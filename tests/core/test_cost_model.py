@@ -17,7 +17,8 @@ CM = load_profile().cost_model
 
 @st.composite
 def full_cost_models(draw: st.DrawFn) -> HingeCostModel:
-    """Every term in play: hinge, second hinge, has-a-prefill cost (c6), overhead."""
+    """Every term in play: hinge, second hinge, has-a-prefill cost (c6), per-decode cost (c2),
+    overhead."""
     c1 = draw(st.floats(0.005, 0.2))
     return HingeCostModel(
         c0_ms=draw(st.floats(0.0, 10.0)),
@@ -30,6 +31,7 @@ def full_cost_models(draw: st.DrawFn) -> HingeCostModel:
         c6_ms_if_prefill=draw(st.one_of(st.just(0.0), st.floats(0.0, 5.0))),
         c7_ms_per_token_above_knee2=draw(st.one_of(st.just(0.0), st.floats(0.0, 0.05))),
         knee2_tokens=draw(st.floats(0, 8192)),
+        c2_ms_per_decode_req=draw(st.one_of(st.just(0.0), st.floats(0.0, 0.05))),
     )
 
 
@@ -70,6 +72,7 @@ def test_prefill_cost_and_second_hinge_terms() -> None:
     old = {k: v for k, v in CM.to_dict().items() if k not in OPTIONAL_FIELDS}
     legacy = HingeCostModel.from_dict(old)
     assert legacy.c6_ms_if_prefill == 0.0 and legacy.c7_ms_per_token_above_knee2 == 0.0
+    assert legacy.c2_ms_per_decode_req == 0.0
 
 
 @settings(max_examples=300, deadline=None)
@@ -93,18 +96,51 @@ def test_price_increases_with_every_token(
 @given(
     cm=any_cost_models,
     n0=st.integers(0, 9000),
+    b0=st.integers(0, 1024),
     kv=st.lists(st.integers(1, 32_000), min_size=1, max_size=64),
     q=st.one_of(st.just(0.0), st.floats(0.5, 1e8)),
 )
 def test_array_price_is_the_scalar_price(
-    cm: HingeCostModel, n0: int, kv: list[int], q: float
+    cm: HingeCostModel, n0: int, b0: int, kv: list[int], q: float
 ) -> None:
     # The policy's decode cut prices a run of growing steps at once: it must agree exactly.
-    tokens = n0 + np.arange(1, len(kv) + 1)
+    added = np.arange(1, len(kv) + 1)
+    tokens = n0 + b0 + added
+    reqs = b0 + added
     kv_sums = np.cumsum(kv)
-    got = cm.predict_raw_ms_array(tokens, kv_sums, q)
-    want = [cm.predict_raw_ms(int(n), float(s), q) for n, s in zip(tokens, kv_sums, strict=True)]
+    got = cm.predict_raw_ms_array(tokens, kv_sums, q, num_decode_reqs=reqs)
+    want = [
+        cm.predict_raw_ms(int(n), float(s), q, num_decode_reqs=int(b))
+        for n, s, b in zip(tokens, kv_sums, reqs, strict=True)
+    ]
     assert got.tolist() == want
+    # One B for every step (a scalar) is the same as a constant array.
+    same = cm.predict_raw_ms_array(tokens, kv_sums, q, num_decode_reqs=float(b0))
+    assert same.tolist() == [
+        cm.predict_raw_ms(int(n), float(s), q, num_decode_reqs=float(b0))
+        for n, s in zip(tokens, kv_sums, strict=True)
+    ]
+    # Without num_decode_reqs the prices are the pre-c2 ones (c2 * 0).
+    assert cm.predict_raw_ms_array(tokens, kv_sums, q).tolist() == [
+        cm.predict_raw_ms(int(n), float(s), q) for n, s in zip(tokens, kv_sums, strict=True)
+    ]
+
+
+def test_per_decode_request_term() -> None:
+    m = HingeCostModel(1.0, 0.02, 0.0, 0.0, 0.0, 0, c2_ms_per_decode_req=0.01)
+    # B is part of n already; c2 adds its own cost per decode request only.
+    assert m.predict_raw_ms(300, 0, 0.0, num_decode_reqs=256) == pytest.approx(
+        1.0 + 0.02 * 300 + 0.01 * 256
+    )
+    assert m.predict_ms(StepShape(44, 256, 0, 1.0)) == m.predict_raw_ms(
+        300, 0, 1.0, num_decode_reqs=256
+    )
+    assert m.predict_raw_ms(300, 0, 0.0) == pytest.approx(1.0 + 0.02 * 300)
+    assert m.to_dict()["c2_ms_per_decode_req"] == 0.01
+    assert HingeCostModel.from_dict(m.to_dict()) == m
+    assert m.with_overhead(0.5).c2_ms_per_decode_req == 0.01
+    with pytest.raises(ValueError, match="c2_ms_per_decode_req"):
+        HingeCostModel(1.0, 0.02, 0.0, 0.0, 0.0, 0, c2_ms_per_decode_req=-0.1)
 
 
 @settings(max_examples=1000, deadline=None)
@@ -112,22 +148,26 @@ def test_array_price_is_the_scalar_price(
     cm=any_cost_models,
     budget=st.floats(0.0, 400.0),
     n=st.integers(0, 1024),
+    b=st.integers(0, 1024),
     s=st.integers(0, 10**6),
     q=st.one_of(st.just(0.0), st.floats(0.5, 1e8)),
     k=st.integers(0, 64_000),
     max_tokens=st.integers(0, 16_384),
 )
 def test_inverse_finds_the_exact_largest_chunk(
-    cm: HingeCostModel, budget: float, n: int, s: int, q: float, k: int, max_tokens: int
+    cm: HingeCostModel, budget: float, n: int, b: int, s: int, q: float, k: int, max_tokens: int
 ) -> None:
     # q == 0: the base step has no prefill, so the chunk adds c6; q > 0: already paid.
-    base = StepShape(n, 0, s, q)
+    base = StepShape(n, b, s, q)
     c = cm.max_chunk_tokens(budget, base, k, max_tokens)
     assert 0 <= c <= max_tokens
     if c > 0:
         assert cm.predict_ms(base.with_chunk(c, k)) <= budget
     if c < max_tokens:
         assert cm.predict_ms(base.with_chunk(c + 1, k)) > budget
+    # The raw form with the same B agrees (the policy's hot path).
+    raw = cm.max_chunk_tokens_raw(budget, n + b, s, q, k, max_tokens, num_decode_reqs=b)
+    assert raw == c
 
 
 def test_inverse_with_infinite_budget_is_the_cap() -> None:

@@ -150,3 +150,34 @@ def test_deterministic_and_config_validation():
     ):
         with pytest.raises(ValueError):
             OnlineCalibrationConfig(**bad)
+
+
+def test_recovers_per_decode_request_cost():
+    # A profile with c2 (fitted since issue #13); the device charges decode rows 40% more.
+    base = replace(BASE, c2_ms_per_decode_req=0.008)
+    truth = replace(base, c2_ms_per_decode_req=0.008 * 1.4)
+    cal = OnlineCalibrator(base, OnlineCalibrationConfig(forgetting_factor=0.999))
+    feed(cal, truth, 3000, 7, noise=0.01)
+    m = cal.model()
+    assert m.c2_ms_per_decode_req == pytest.approx(truth.c2_ms_per_decode_req, rel=0.1)
+    assert cal.ratios()["c2"] == pytest.approx(1.4, rel=0.1)
+    rng = random.Random(98)
+    for _ in range(200):
+        shape = random_step(rng)
+        assert m.predict_ms(shape) == pytest.approx(truth.predict_ms(shape), rel=0.03)
+
+
+def test_c2_stays_zero_without_offline_c2_and_update_takes_decode_count():
+    cal = OnlineCalibrator(BASE)  # c2 = 0: no direction to learn
+    feed(cal, replace(BASE, c2_ms_per_decode_req=0.01), 500, 8, noise=0.0)
+    assert cal.model().c2_ms_per_decode_req == 0.0
+    # update(...) with the decode count as a keyword equals update_shape.
+    base = replace(BASE, c2_ms_per_decode_req=0.008)
+    a, b = OnlineCalibrator(base), OnlineCalibrator(base)
+    shape = StepShape(100, 300, 30_000, 100 * 50.0)
+    a.update_shape(shape, 20.0)
+    b.update(400, 30_000, 100 * 50.0, 20.0, num_decode_reqs=300)
+    assert a.model() == b.model()
+    assert a.predict_raw_ms(400, 30_000, 5000.0, num_decode_reqs=300) == pytest.approx(
+        a.model().predict_ms(shape)
+    )

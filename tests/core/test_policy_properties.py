@@ -41,7 +41,8 @@ def _recount(snap: SchedulerSnapshot, dec: BatchDecision, cm: HingeCostModel) ->
         "tokens": tokens,
         "prefill_tokens": prefill_tokens,
         "kv": len(run) + prefill_tokens + reserve,
-        "predicted": cm.predict_raw_ms(tokens, decode_kv, work),
+        "reserve": reserve,
+        "predicted": cm.predict_raw_ms(tokens, decode_kv, work, num_decode_reqs=len(run)),
     }
 
 
@@ -54,7 +55,10 @@ def test_decision_respects_caps_and_kv_limit(
     counts = _recount(snap, dec, cm)
     assert counts["tokens"] == dec.num_batched_tokens <= snap.max_num_batched_tokens
     assert counts["prefill_tokens"] == dec.num_prefill_tokens <= snap.max_prefill_tokens
-    assert counts["kv"] == dec.kv_tokens_used <= snap.kv_free_tokens
+    assert counts["kv"] == dec.kv_tokens_used
+    # What the step occupies fits the free KV; what it admits fits the admission room.
+    assert counts["tokens"] <= snap.kv_free_tokens
+    assert counts["prefill_tokens"] + counts["reserve"] <= snap.admission_room_tokens
     assert abs(counts["predicted"] - dec.predicted_step_ms) < 1e-6
     new_admitted = sum(
         1 for c in dec.prefill_chunks if not snap.prefills.is_continuing[c.prefill_index]

@@ -50,7 +50,8 @@ def _write_log(path, model: HingeCostModel, n: int, seed: int, noise: float = 0.
         s = b * int(rng.integers(64, 8192))
         k = int(rng.integers(0, 4096))
         q = p * (k + p / 2)
-        ms = model.predict_raw_ms(p + b, s, q) * (1 + noise * rng.standard_normal())
+        ms = model.predict_raw_ms(p + b, s, q, num_decode_reqs=b)
+        ms *= 1 + noise * rng.standard_normal()
         recs.append(StepRecord(p, b, s, q, ms, time_s=len(recs) * 0.02))
     write_step_log(path, recs)
 
@@ -70,8 +71,8 @@ def test_fit_from_steps(tmp_path):
     assert prof.kv_capacity_tokens == base.kv_capacity_tokens and prof.gpu == "h100_sxm"
     assert prof.extra["fit"]["mean_rel_err"] < 0.02
     # The refit absorbs the extra 0.8 ms into the intercept.
-    got = prof.cost_model.predict_raw_ms(64, 64 * 1024, 0)
-    assert abs(got - truth.predict_raw_ms(64, 64 * 1024, 0)) < 0.3
+    got = prof.cost_model.predict_raw_ms(64, 64 * 1024, 0, num_decode_reqs=64)
+    assert abs(got - truth.predict_raw_ms(64, 64 * 1024, 0, num_decode_reqs=64)) < 0.3
     res = runner.invoke(app, ["profile", "show", str(out)])
     assert res.exit_code == 0 and "refit" in res.output
 

@@ -52,6 +52,23 @@ def test_recovers_known_coefficients_from_noisy_steps():
     assert result.held_out is not None and result.held_out.mean_rel_err < 0.01
 
 
+def test_recovers_per_decode_request_cost():
+    truth = replace(TRUE, c2_ms_per_decode_req=0.006)
+    train = synthetic(truth, 3000, 11, noise=0.01)
+    held = synthetic(truth, 1000, 12, noise=0.0)
+    result = fit_hinge(train, held)
+    assert result.cost_model.c2_ms_per_decode_req == pytest.approx(0.006, rel=0.1)
+    assert result.cost_model.c1_ms_per_token == pytest.approx(TRUE.c1_ms_per_token, rel=0.03)
+    assert result.held_out is not None and result.held_out.mean_rel_err < 0.01
+    # fit_c2=False: the pre-c2 form, which cannot express it.
+    old = fit_hinge(train, held, fit_c2=False)
+    assert old.cost_model.c2_ms_per_decode_req == 0.0
+    assert old.held_out is not None and old.held_out.mean_rel_err > result.held_out.mean_rel_err
+    # Without any prefill token B is n: c2 is not identifiable and stays 0.
+    decode_only = train.subset(np.flatnonzero(train.num_prefill_tokens == 0))
+    assert fit_hinge(decode_only).cost_model.c2_ms_per_decode_req == 0.0
+
+
 def test_exact_data_fits_exactly():
     data = synthetic(TRUE, 800, 3, noise=0.0)
     result = fit_hinge(data, knee_grid=[0, 200, 448, 1000], knee2_grid=[1024, 2048, 4096])
@@ -132,7 +149,7 @@ def test_fit_rejects_bad_input():
     bad = StepSamples.from_rows([(10, 0, 0, 50.0, -1.0)] * 10)
     with pytest.raises(ValueError, match="> 0"):
         fit_hinge(bad)
-    with pytest.raises(ValueError, match="at least 7"):
+    with pytest.raises(ValueError, match="at least 8"):
         fit_hinge(StepSamples.from_rows([(10, 0, 0, 50.0, 1.0)]))
 
 

@@ -10,6 +10,7 @@ from fairbatching_sglang.profiles.engine_prices import (
     kv_bytes_per_token_per_gpu,
     sample_steps,
     sglang_default_mem_fraction_static,
+    step_regimes,
 )
 
 LLAMA_8B = {
@@ -45,7 +46,15 @@ def test_sampler_deterministic_and_bounded():
     assert a != sample_steps(300, 8, kv_capacity_tokens=200_000)
     for s in a:
         assert s.num_prefill_tokens + s.num_decode_reqs > 0
-        assert s.num_prefill_tokens <= 8192 and s.num_decode_reqs <= 512
+        assert s.num_prefill_tokens <= 16384 and s.num_decode_reqs <= 1024
+        assert all(k <= 65536 for _, k in s.chunks)
         assert s.decode_kv_tokens + sum(c + k for c, k in s.chunks) <= 200_000
     kinds = {(bool(s.chunks), bool(s.num_decode_reqs)) for s in a}
     assert kinds == {(True, False), (False, True), (True, True)}
+    # The regimes the issue #13 refit added are all represented.
+    regimes = step_regimes(a)
+    assert sum(regimes["prefill_only"] | regimes["decode_only"] | regimes["mixed"]) == len(a)
+    assert regimes["many_short_decodes"].sum() >= 10
+    assert regimes["long_prefix_chunk"].sum() >= 10
+    narrow = sample_steps(200, 7, max_prefill_tokens=512, max_decode_reqs=64)
+    assert all(s.num_prefill_tokens <= 512 and s.num_decode_reqs <= 64 for s in narrow)

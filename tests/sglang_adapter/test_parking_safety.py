@@ -283,9 +283,9 @@ def test_parked_batch_does_not_keep_batch_is_full(
 def test_snapshot_kv_room_is_the_adders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool, tree_cache: str
 ) -> None:
-    """Per step, on real adders: the snapshot's kv_free_tokens is the adder's KV room with the
-    parked rows' decode token given back (what apply_adder_budgets does) and the decodes the
-    core runs charged by the core; each queued request's reserve is what the adder commits for
+    """Per step, on real adders: the snapshot's kv_admission_tokens is the adder's KV room (the
+    parked rows' decode token is given back by apply_adder_budgets), kv_free_tokens the free +
+    evictable KV; each queued request's reserve is what the adder commits for
     it (whole clipped max_new_tokens, no new_token_ratio, plus the page overhead). Running rows
     with and without ignore_eos, and one above the output clip."""
     clock = FakeClock()
@@ -310,9 +310,13 @@ def test_snapshot_kv_room_is_the_adders(
         snap, running, candidates = snaps[-1]
         plan = hook.current_plan
         assert adder.running_batch.reqs == running
-        # Built with every running row charged one decode token (num_mixed_decode_tokens).
+        # Built with every running row charged one decode token (num_mixed_decode_tokens): the
+        # snapshot's admission room is exactly that (the core charges decodes nothing there).
         room = math.ceil(adder.rem_total_tokens) - 1
-        assert snap.kv_free_tokens == max(0, room + len(running))
+        assert snap.kv_admission_tokens == max(0, room)
+        # The free KV that decodes occupy: free + evictable, no reservation taken off.
+        free = scheduler.token_to_kv_pool_allocator.create_prefill_budget(scheduler.tree_cache)
+        assert snap.kv_free_tokens == int(free.remaining_total)
         apply(adder, scheduler)
         if plan is not None:
             after = math.ceil(adder.rem_total_tokens) - 1

@@ -81,16 +81,18 @@ def _reference(inp: SnapshotInputs) -> SchedulerSnapshot:
                 is_continuing=i == 0 and chunked is not None,
             )
         )
-    # The adder admits while total_tokens < remaining_total (strict).
-    kv_free = math.ceil(inp.kv_free_tokens - running_offset) - 1
+    # The adder admits while total_tokens < remaining_total (strict), and charges each running
+    # row's decode token against the same budget.
+    kv_admission = math.ceil(inp.kv_free_tokens - running_offset) - 1 - len(inp.running_reqs)
     return SchedulerSnapshot.build(
         inp.now_ms,
         decodes,
         prefills,
         max_num_batched_tokens=inp.max_num_batched_tokens,
         max_prefill_tokens=inp.max_prefill_tokens,
-        kv_free_tokens=max(0, kv_free),
+        kv_free_tokens=max(0, inp.kv_free_tokens),
         max_new_prefills=inp.max_new_prefills,
+        kv_admission_tokens=max(0, kv_admission),
     )
 
 
@@ -98,6 +100,7 @@ def _assert_same(fast: SchedulerSnapshot, ref: SchedulerSnapshot) -> None:
     for name in ("now_ms", "max_num_batched_tokens", "max_prefill_tokens", "kv_free_tokens"):
         assert getattr(fast, name) == getattr(ref, name), name
     assert fast.max_new_prefills == ref.max_new_prefills
+    assert fast.kv_admission_tokens == ref.kv_admission_tokens
     for part in ("decodes", "prefills"):
         a, b = getattr(fast, part), getattr(ref, part)
         assert type(a) is type(b)

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from fairbatching_sglang.core import SloTable, SloTargets
+from fairbatching_sglang.core import FairBatchingConfig, SloTable, SloTargets
 from fairbatching_sglang.profiles import load_profile
 from fairbatching_sglang.profiles.device_spec import parse_device_model
 from fairbatching_sglang.sim.config import SimConfig
@@ -55,24 +55,36 @@ def test_biased_device_makes_every_step_slower_by_the_bias() -> None:
     assert abs(slow_steps.iloc[0]["step_ms"] - first_exact * 1.2) < 1e-9
 
 
-def test_planner_unaware_of_a_slow_device_loses_attainment(tmp_path) -> None:
+def _tpot_attainment(tmp_path, spec: str, loop: str) -> float:
     table = load_trace("traces/synthetic_code_10min.csv", start_s=0, duration_s=240)
     slo = SloTable(SloTargets(1000.0, 50.0))
-    out = {}
-    for spec in ("profile", "profile:bias=0.1"):
-        run_dir = tmp_path / spec.replace(":", "_")
-        res = run_simulation(
-            table,
-            "fairbatching",
-            PROFILE,
-            slo_table=slo,
-            rate_scale=1.0,
-            out_dir=run_dir,
-            device_model=parse_device_model(spec),
-        )
-        out[spec] = res.summary["tpot_attainment"]
-        meta = json.loads((run_dir / "run.json").read_text())
-        assert meta["device_model"]["spec"] == spec
-        assert meta["planner_profile"] == PROFILE.name
-        assert (run_dir / "summary.md").read_text().startswith("# SIMULATED")
-    assert out["profile:bias=0.1"] < out["profile"] - 0.02
+    run_dir = tmp_path / f"{loop}-{spec.replace(':', '_')}"
+    cfg = FairBatchingConfig(closed_loop=None) if loop == "open" else FairBatchingConfig()
+    res = run_simulation(
+        table,
+        "fairbatching",
+        PROFILE,
+        slo_table=slo,
+        rate_scale=1.0,
+        out_dir=run_dir,
+        device_model=parse_device_model(spec),
+        fairbatching_config=cfg,
+    )
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["device_model"]["spec"] == spec
+    assert meta["planner_profile"] == PROFILE.name
+    assert (run_dir / "summary.md").read_text().startswith("# SIMULATED")
+    return res.summary["tpot_attainment"]
+
+
+def test_open_loop_planner_unaware_of_a_slow_device_loses_attainment(tmp_path) -> None:
+    exact = _tpot_attainment(tmp_path, "profile", "open")
+    assert _tpot_attainment(tmp_path, "profile:bias=0.1", "open") < exact - 0.02
+
+
+def test_closed_loop_learns_a_slow_device_and_keeps_attainment(tmp_path) -> None:
+    exact = _tpot_attainment(tmp_path, "profile", "closed")
+    slow_open = _tpot_attainment(tmp_path, "profile:bias=0.1", "open")
+    slow_closed = _tpot_attainment(tmp_path, "profile:bias=0.1", "closed")
+    assert slow_closed > slow_open + 0.02
+    assert slow_closed >= exact - 0.01

@@ -26,7 +26,7 @@ def test_prefill_first_stalls_decodes_for_exactly_the_prefill_steps() -> None:
     gaps = np.diff(a_times)
     stall = b_steps.step_ms.sum()
     # A's longest gap is the 3 prefill steps plus its own decode step, nothing more.
-    decode_step = CM.predict_raw_ms(1, 40, 0.0)
+    decode_step = CM.predict_raw_ms(1, 40, 0.0, num_decode_reqs=1)
     assert gaps.max() == pytest.approx(stall + decode_step, rel=0.05)
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from fairbatching_sglang.harness import cli_checks as chk
+from fairbatching_sglang.harness.cli import device_model_callback
 from fairbatching_sglang.harness.out_dir import RESUME_FORCE_HELP
 from fairbatching_sglang.sim.cli import count_progress
 from fairbatching_sglang.sim.cluster.config import ROUTER_NAMES, SMG_LOAD_POLL_INTERVAL_MS
@@ -92,6 +93,16 @@ PollOpt = Annotated[
 OverheadOpt = Annotated[
     float, typer.Option(callback=chk.non_negative, help="CPU overhead per step (ms).")
 ]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        callback=device_model_callback,
+        help="What a step really costs on every replica (the planners still believe the "
+        "profile): profile | profile:bias=0.05,noise=0.03,seed=0 | steplog:PATH. Each replica "
+        "gets its own device: replica 0 uses the spec's seed, replica i a seed derived from "
+        "(seed, i), so their noise differs.",
+    ),
+]
 ResumeOpt = Annotated[
     bool,
     typer.Option(
@@ -116,7 +127,13 @@ def _guard_out(out: Path, layout: Any, fields: dict[str, Any], resume: bool, for
 
 
 def _base_fields(
-    table: Any, window: dict[str, Any], prof: Any, slo: Any, sim_cfg: Any, mix: list[Any] | None
+    table: Any,
+    window: dict[str, Any],
+    prof: Any,
+    slo: Any,
+    sim_cfg: Any,
+    mix: list[Any] | None,
+    device_model: str,
 ) -> dict[str, Any]:
     import dataclasses
 
@@ -128,6 +145,23 @@ def _base_fields(
         "replica_profiles": None if mix is None else [profile_identity(p) for p in mix],
         "slo": dataclasses.asdict(slo.default),
         "sim_config": dataclasses.asdict(sim_cfg),
+        "device_model": device_model,
+    }
+
+
+def _device_meta(
+    spec: Any, prof: Any, mix: list[Any] | None, sim_cfg: Any, num_replicas: int
+) -> dict[str, Any]:
+    """cluster.json's device model: the spec, replica 0's device and the per-replica seeds
+    (the seed rule is per index, so the first N seeds hold for every smaller N)."""
+    from fairbatching_sglang.sim.cluster.devices import replica_seeds
+
+    first = spec.build(mix[0] if mix else prof, sim_cfg.step_overhead_ms)
+    return {
+        **spec.to_dict(),
+        "description": first.description,
+        "seed_rule": "replica 0: the spec's seed; replica i > 0: SeedSequence([seed, i])",
+        "replica_seeds": replica_seeds(spec, num_replicas),
     }
 
 
@@ -164,10 +198,12 @@ def simulate(
     replica_profiles: Annotated[
         str | None, typer.Option(help=MIX_HELP + " Overrides --replicas and --profile.")
     ] = None,
+    device_model: DeviceOpt = "profile",
 ) -> None:
     """Simulate REPLICAS instances of POLICY behind ROUTER; records to a run directory."""
 
     from fairbatching_sglang.harness.arms import ARMS
+    from fairbatching_sglang.profiles.device_spec import parse_device_model
     from fairbatching_sglang.sim.cluster import RouterConfig, run_cluster_simulation
 
     if policy not in ARMS:
@@ -191,7 +227,7 @@ def simulate(
     out_dir = out or Path("runs") / f"cluster-{trace.stem}-n{replicas}-{router}-{policy}"
     window = {"format": trace_format, "start": start_s, "duration": duration_s}
     fields = {
-        **_base_fields(table, window, prof, slo, sim_cfg, mix),
+        **_base_fields(table, window, prof, slo, sim_cfg, mix, device_model),
         "replicas": replicas,
         "router": dataclasses.asdict(router_cfg),
         "policy": policy,
@@ -219,6 +255,7 @@ def simulate(
             progress=lambda d, t: bar.update(task, completed=d, total=t),
             command=_command("simulate"),
             replica_profiles=mix,
+            device_model=parse_device_model(device_model),
         )
     stamp_manifest(out_dir, "run.json", fields, complete=True)  # the run rewrote run.json
     s = result.summary
@@ -227,8 +264,13 @@ def simulate(
         if mix is None
         else f"[{', '.join(p.name for p in mix)}] x {policy}"
     )
+    import json
+
+    run_meta = json.loads((out_dir / "run.json").read_text())
     typer.echo(
-        f"SIMULATED {what} behind {router} at x{rate_scale:g} per replica: "
+        f"SIMULATED (device model {device_model!r}, planner profile "
+        f"{run_meta.get('planner_profile')}) {what} behind {router} at x{rate_scale:g} per "
+        "replica: "
         f"attainment {s.get('slo_attainment', float('nan')):.4f} (TTFT "
         f"{s.get('ttft_attainment', float('nan')):.4f}, TPOT "
         f"{s.get('tpot_attainment', float('nan')):.4f}); TTFT p99 "
@@ -296,6 +338,7 @@ def capacity(
         str | None,
         typer.Option(help=MIX_HELP + " Replaces --replicas (one N = the mix) and --profile."),
     ] = None,
+    device_model: DeviceOpt = "profile",
 ) -> None:
     """Capacity of every replicas x router x arm combination; report in OUT (SIMULATED)."""
     import dataclasses
@@ -306,6 +349,7 @@ def capacity(
     from fairbatching_sglang.harness.capacity import CapacityConfig
     from fairbatching_sglang.harness.cluster_capacity import router_variants, run_cluster_capacity
     from fairbatching_sglang.harness.out_dir import CLUSTER_CAPACITY_LAYOUT, manifest_fields
+    from fairbatching_sglang.profiles.device_spec import parse_device_model
     from fairbatching_sglang.report.cluster_report import build_cluster_report
     from fairbatching_sglang.sim.runner import profile_metadata, sim_versions, trace_metadata
 
@@ -328,7 +372,7 @@ def capacity(
     mix = _load_mix(replica_mix)
     window = {"format": trace_format, "start": start_s, "duration": duration_s}
     fields = {
-        **_base_fields(table, window, prof, slo, sim_cfg, mix),
+        **_base_fields(table, window, prof, slo, sim_cfg, mix, device_model),
         "replicas": n_list if mix is None else [len(mix)],
         "routers": {v.label: dataclasses.asdict(v.config) for v in variants},
         "arms": split(arms),
@@ -346,6 +390,10 @@ def capacity(
         "slo": dataclasses.asdict(slo.default),
         "load_poll_interval_ms": load_poll_ms,
     }
+    spec = parse_device_model(device_model)
+    meta["device_model"] = _device_meta(
+        spec, prof, mix, sim_cfg, len(mix) if mix is not None else max(n_list)
+    )
     if mix is not None:
         from fairbatching_sglang.sim.cluster.config import mix_label
 
@@ -353,6 +401,7 @@ def capacity(
         meta["replica_profile_details"] = {
             p.name: profile_metadata(p) for p in {p.name: p for p in mix}.values()
         }
+    meta["planner_profile"] = meta["profile"]["name"]
     t0 = time.perf_counter()
     try:
         with count_progress(transient=False) as bar:
@@ -377,6 +426,7 @@ def capacity(
                 on_progress=on_progress,
                 replica_profiles=mix,
                 resume=resumed,
+                device_model=spec,
             )
     except KeyboardInterrupt:
         kept = sum(1 for _ in out.glob("n*/*/*.probes/x*.json"))

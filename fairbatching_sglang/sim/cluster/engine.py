@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fairbatching_sglang.core import HingeCostModel
+from fairbatching_sglang.profiles.device_model import DeviceModel
 from fairbatching_sglang.sim.cluster.config import RouterConfig
 from fairbatching_sglang.sim.cluster.replica import Replica
 from fairbatching_sglang.sim.cluster.routers import Router, make_router
@@ -70,6 +71,7 @@ class ClusterSimulator:
         ttft_slo_ms: float = 1000.0,
         tpot_slo_ms: float = 50.0,
         progress: Callable[[int, int], None] | None = None,
+        devices: Sequence[DeviceModel] | None = None,
     ) -> None:
         """schedulers: one per replica (same policy; each keeps its own state). planning_model:
         the cost model the admission-budget estimate uses (default: cost_model). ttft/tpot:
@@ -78,7 +80,10 @@ class ClusterSimulator:
         Heterogeneous replicas: cost_model, kv_capacity_tokens and planning_model may each be one
         value (every replica) or one per replica (replica i prices its steps with cost_model[i],
         holds kv_capacity_tokens[i] KV tokens, and the admission-budget router estimates its
-        load with planning_model[i]; its scheduler should plan with the same model)."""
+        load with planning_model[i]; its scheduler should plan with the same model).
+
+        devices: what replica i's steps really cost (one each: a device holds its own random
+        stream; see devices.py); None = exactly cost_model[i] + the step overhead."""
         if not schedulers:
             raise ValueError("a cluster needs at least one replica")
         n = len(schedulers)
@@ -87,6 +92,9 @@ class ClusterSimulator:
         planning = _per_replica(
             planning_model if planning_model is not None else cost_model, n, "planning_model"
         )
+        if devices is not None and len(devices) != n:
+            raise ValueError(f"devices: {len(devices)} for {n} replicas")
+        devs = list(devices) if devices is not None else [None] * n
         self.workload = workload
         self.sink = sink
         self.router_config = router_config
@@ -94,7 +102,7 @@ class ClusterSimulator:
         self.queue = EventQueue()
         self.next_external_ms = float("inf")
         self.replicas = [
-            Replica(self, i, workload, s, cost_models[i], config, sink, kv_caps[i])
+            Replica(self, i, workload, s, cost_models[i], config, sink, kv_caps[i], devs[i])
             for i, s in enumerate(schedulers)
         ]
         self.router: Router = make_router(

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fairbatching_sglang.core import HingeCostModel
+from fairbatching_sglang.profiles.device_model import DeviceModel
 from fairbatching_sglang.sim.config import SimConfig
 from fairbatching_sglang.sim.engine import Simulator
 from fairbatching_sglang.sim.event_queue import Event, EventKind
@@ -83,8 +84,11 @@ class Replica(Simulator):
         config: SimConfig,
         sink: RecordSink,
         kv_capacity_tokens: int,
+        device: DeviceModel | None = None,
     ) -> None:
-        super().__init__(workload, scheduler, cost_model, config, sink, kv_capacity_tokens)
+        super().__init__(
+            workload, scheduler, cost_model, config, sink, kv_capacity_tokens, device=device
+        )
         self.cluster = cluster
         self.index = index
         self._queue = _ReplicaQueue(cluster, index)  # type: ignore[assignment]

@@ -13,6 +13,12 @@ H200): each replica prices its steps with its own profile and holds its own KV c
 scheduler plans with its own profile, and the admission-budget router estimates its load with
 it. The rate scale keeps its definition (the trace compressed N*s times), but the replicas now
 differ in capacity, so s no longer means "what one instance of the profile carries at s".
+
+Device model (`device_model`, a --device-model spec): what the replicas' steps really cost,
+apart from what their planners believe (the profile + step overhead). Each replica builds its
+own device from the spec, with its own seed (devices.py: replica 0 the spec's seed, replica i
+SeedSequence([seed, i])), so replicas' noise is never identical. run.json records the spec,
+each replica's seed and device, and the planner's profile(s).
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import pandas as pd
 from fairbatching_sglang.core import FairBatchingConfig, SloTable
 from fairbatching_sglang.metrics import summarize
 from fairbatching_sglang.profiles import CostProfile
-from fairbatching_sglang.sim.cluster.config import RouterConfig
+from fairbatching_sglang.profiles.device_spec import DeviceModelSpec, parse_device_model
+from fairbatching_sglang.sim.cluster.config import RouterConfig, mix_label
+from fairbatching_sglang.sim.cluster.devices import build_replica_devices, device_metadata
 from fairbatching_sglang.sim.cluster.engine import ClusterSimulator, ClusterSummary
-from fairbatching_sglang.sim.config import SimConfig
+from fairbatching_sglang.sim.config import SimConfig, bind_profile_limits
 from fairbatching_sglang.sim.records import (
     CLUSTER_REQUEST_SCHEMA,
     CLUSTER_STEP_SCHEMA,
@@ -77,12 +85,15 @@ def run_cluster_simulation(
     progress: Callable[[int, int], None] | None = None,
     command: str | None = None,
     replica_profiles: Sequence[CostProfile] | None = None,
+    device_model: DeviceModelSpec | None = None,
 ) -> ClusterRunResult:
     """Simulate N replicas of `policy` behind `router_config` at per-replica `rate_scale`.
     With out_dir, records stream to Parquet there; keep_records returns them in memory.
 
     replica_profiles: one profile per replica (len == num_replicas) instead of `profile` for
-    all (heterogeneous replicas; see the module docstring)."""
+    all (heterogeneous replicas; see the module docstring).
+    device_model: what steps really cost (default `profile`: each replica's own profile plus
+    the step overhead); one device per replica, seeds per devices.py."""
     if num_replicas < 1:
         raise ValueError("num_replicas must be >= 1")
     if replica_profiles is not None and len(replica_profiles) != num_replicas:
@@ -93,8 +104,12 @@ def run_cluster_simulation(
     total_scale = rate_scale * num_replicas
     workload = workload_from_table(table, slo_table, total_scale)
     profiles = list(replica_profiles or [profile] * num_replicas)
+    # SGLang's max_running_requests rule: one limit, or each replica's from its own KV capacity.
+    sim_config = bind_profile_limits(sim_config, profiles)
     plannings = [planning_model(p, sim_config) for p in profiles]
     schedulers = [make_scheduler(policy, pm, fairbatching_config) for pm in plannings]
+    device_model = device_model or parse_device_model("profile")
+    devices = build_replica_devices(device_model, profiles, sim_config.step_overhead_ms)
     if out_dir is not None:
         sink = ParquetSink(
             out_dir, request_schema=CLUSTER_REQUEST_SCHEMA, step_schema=CLUSTER_STEP_SCHEMA
@@ -114,6 +129,7 @@ def run_cluster_simulation(
         ttft_slo_ms=slo_table.default.ttft_slo_ms,
         tpot_slo_ms=slo_table.default.tpot_slo_ms,
         progress=progress,
+        devices=devices,
     ).run()
     wall_s = time.perf_counter() - t0
     records = (
@@ -141,6 +157,8 @@ def run_cluster_simulation(
             if replica_profiles is not None
             else None
         )
+        meta["device_model"] = device_metadata(device_model, devices, num_replicas)
+        meta["planner_profile"] = planner_profile_label(profiles)
         meta["rate_scale_total"] = total_scale
         meta["router"] = dataclasses.asdict(router_config)
         meta["engine"] = dataclasses.asdict(engine)
@@ -158,3 +176,9 @@ def run_cluster_simulation(
         out_dir,
         records if keep_records else None,
     )
+
+
+def planner_profile_label(profiles: Sequence[CostProfile]) -> str:
+    """What the replicas' planners believe: one profile name, or the mix as KxNAME,..."""
+    names = [p.name for p in profiles]
+    return names[0] if len(set(names)) == 1 else mix_label(names)

@@ -2,11 +2,19 @@
 
 The instance state is turned into a core SchedulerSnapshot with SGLang's accounting (the same
 caps the patched server passes: chunked_prefill_size for the step, SGLang's rem_total_tokens for
-KV, the running-request limit for new admissions), and the core decision is applied as is.
-Decodes the policy could not fit in KV are retracted, as SGLang does.
+KV admission, the free KV for the step's tokens, the running-request limit for new
+admissions), and the core decision is applied as is. When the free KV cannot hold the urgent
+decodes, the step is decode-only and SGLang's own retraction runs (state.retract_for_decode:
+its victim order and ratio re-estimate), exactly as on the patched server, where the hook leaves
+retraction to SGLang's update_running_batch.
+
+Closed loop (FairBatchingConfig.closed_loop): the engine reports each step's real duration
+(`observe_step`); the policy plans with the loop's planning model, never with the device model.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -15,7 +23,9 @@ from fairbatching_sglang.core import (
     FairBatchingPolicy,
     PrefillRows,
     SchedulerSnapshot,
+    StepShape,
 )
+from fairbatching_sglang.core.closed_loop import ClosedLoopPlanner
 from fairbatching_sglang.sim.request import SimRequest
 from fairbatching_sglang.sim.schedulers.base import StepPlan
 from fairbatching_sglang.sim.state import InstanceState
@@ -32,18 +42,34 @@ class FairBatchingScheduler:
     def __init__(self, policy: FairBatchingPolicy, max_prefill_rows: int = 512) -> None:
         self.policy = policy
         self.max_prefill_rows = max_prefill_rows
+        loop_config = policy.config.closed_loop
+        self.closed_loop = (
+            ClosedLoopPlanner(policy.cost_model, loop_config) if loop_config is not None else None
+        )
+        self._planning = policy.cost_model
+
+    def observe_step(self, shape: StepShape, measured_ms: float) -> None:
+        loop = self.closed_loop
+        if loop is None:
+            return
+        loop.observe(shape, measured_ms)
+        planning = loop.planning_model()
+        if planning is not self._planning:
+            self._planning = planning
+            self.policy = dataclasses.replace(self.policy, cost_model=planning)
 
     def plan(self, now_ms: float, state: InstanceState) -> StepPlan:
-        # Decodes that did not fit KV are retracted (as SGLang does before forming a batch) and
-        # the batch is formed again on the freed memory.
+        # Decodes that do not fit the free KV: SGLang retracts before a decode-only step (its
+        # order, its ratio re-estimate) and the batch is formed again on the freed memory.
         while True:
             running = list(state.running)
             prefill_reqs = self._prefill_candidates(state)
             dec = self.policy.decide(self._snapshot(now_ms, state, running, prefill_reqs))
             if not dec.unserved_decode_indices:
                 break
-            for i in dec.unserved_decode_indices:
-                state.retract(running[i])
+            if not state.retract_for_decode():
+                # Nothing retractable (SGLang keeps at least one request): run what fits.
+                break
         chunks = tuple((prefill_reqs[c.prefill_index], c.num_tokens) for c in dec.prefill_chunks)
         return StepPlan(
             decodes=tuple(running[i] for i in dec.run_decode_indices),
@@ -76,13 +102,13 @@ class FairBatchingScheduler:
             prefills=_prefill_rows(prefill_reqs, state),
             max_num_batched_tokens=cfg.chunked_prefill_size,
             max_prefill_tokens=min(cfg.chunked_prefill_size, cfg.max_prefill_tokens),
-            # Decode tokens come out of the running requests' own reservation.
-            kv_free_tokens=max(
-                0,
-                min(state.kv_free_tokens, int(state.admission_room_tokens()) + len(running)),
+            kv_free_tokens=max(0, state.kv_free_tokens),
+            # SGLang's rem_total_tokens; decode tokens come out of the running reservation.
+            kv_admission_tokens=max(
+                0, min(state.kv_free_tokens, int(state.admission_room_tokens()))
             ),
             max_new_prefills=max(
-                0, cfg.max_running_requests - len(running) - (state.chunked is not None)
+                0, state.max_running_requests - len(running) - (state.chunked is not None)
             ),
         )
 

@@ -2,7 +2,11 @@
 
 Every running decode is served each step; prefill (the partial one first, then the queue in
 order) gets what is left of max_num_batched_tokens. KV is paged without reserving future output;
-when a decode step would not fit, the most recently admitted request is preempted (recompute).
+when a decode step would not fit, the most recently admitted request is preempted (recompute)
+and put back at the front of the waiting queue, as vLLM v1's scheduler does
+(`self.running.pop()` ... `self.waiting.prepend_request(preempted_req)`). It resumes with its
+prompt as a prefix hit (InstanceState.retract); vLLM's prefix cache would also keep the output's
+full blocks, which this does not model.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ class SarathiScheduler:
     def plan(self, now_ms: float, state: InstanceState) -> StepPlan:
         cfg = state.config
         while len(state.running) > 1 and state.kv_free_tokens < len(state.running):
-            state.retract(state.running[-1])
+            state.retract(state.running[-1], requeue_front=True)
         decodes = tuple(state.running)
         budget = cfg.sarathi_token_budget - len(decodes)
         kv_room = state.kv_free_tokens - len(decodes)
@@ -29,16 +33,17 @@ class SarathiScheduler:
             if budget <= 0 or kv_room <= 0:
                 break
             if req is not state.chunked:
-                if num_running >= cfg.max_running_requests:
+                if num_running >= state.max_running_requests:
                     break
                 num_running += 1
             state.start_prefill(req)
-            c = min(req.remaining_prefill, budget, kv_room)
+            # A cache hit the request pins comes out of the free KV with its first chunk.
+            c = min(req.remaining_prefill, budget, kv_room - req.pending_cached_tokens)
             if c <= 0:
                 break
             chunks.append((req, c))
             budget -= c
-            kv_room -= c
+            kv_room -= c + req.pending_cached_tokens
             if c < req.remaining_prefill:
                 break
         return StepPlan(decodes=decodes, chunks=tuple(chunks))

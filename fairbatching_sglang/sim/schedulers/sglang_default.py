@@ -1,5 +1,7 @@
 """SGLang 0.5.23 default: prefill-first. A prefill batch runs alone whenever one can be formed
-(every decode stalls that step); otherwise all running requests decode."""
+(every decode stalls that step); otherwise all running requests decode, after SGLang's
+retraction if they do not fit KV (managers/scheduler.py:4001-4013 get_next_batch_to_run: prefill
+first, else update_running_batch, which retracts at :4503-4567)."""
 
 from __future__ import annotations
 
@@ -15,5 +17,6 @@ class SglangDefaultScheduler:
         chunks = sglang_prefill_chunks(state, num_mixed_decode_tokens=0)
         if chunks:
             return StepPlan(chunks=chunks)
-        state.retract_for_decode()
-        return StepPlan(decodes=tuple(state.running), decays_token_ratio=True)
+        # A step that retracted re-estimates the ratio instead of decaying it (:4568-4569).
+        retracted = state.retract_for_decode()
+        return StepPlan(decodes=tuple(state.running), decays_token_ratio=not retracted)
