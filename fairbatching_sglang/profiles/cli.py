@@ -326,6 +326,9 @@ def fit_cmd(
     }
     if base_prof and "kv_capacity_note" in base_prof.extra:
         data["kv_capacity_note"] = base_prof.extra["kv_capacity_note"]
+    context_len = getattr(base_prof, "context_len", None)
+    if context_len is not None:  # the base's model, so its context length carries over
+        data["context_len"] = context_len
     profile_from_dict(data, str(out))
     out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     typer.echo(

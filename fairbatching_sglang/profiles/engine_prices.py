@@ -2,8 +2,10 @@
 and the KV-capacity estimate recorded in each profile.
 
 aiconfigurator-core (NVIDIA, Apache-2.0, the `calibrate` extra) is imported only inside
-`EnginePricer.compile`; everything else here needs numpy only, so tests can exercise the step
-sampler and the KV arithmetic without it.
+`EnginePricer.compile` and `require_engine`; everything else here needs numpy only, so tests can
+exercise the step sampler, the KV arithmetic and the price cache without it.
+`EngineStepPrices` memoises the parts of step prices (and keeps them on disk) for the `engine`
+device model (device_model.EngineDevice).
 
 How a step is priced (all from the engine's per-op tables, `EngineHandle.evaluate_*_ops`):
 
@@ -526,12 +528,24 @@ class EngineStepPrices:
         num_prefill_chunks: int = 0,
     ) -> float:
         """Kernel ms of a step given as the cost model's terms (P, B, S, Q) plus the number of
-        prefill chunks (0 = unknown: one). The chunks' mean shape is recovered from P and Q:
-        c = P / chunks and k = Q / P - c / 2 (exact for one chunk, since Q = c * (k + c / 2))."""
+        prefill chunks. The chunks' mean shape is recovered from P and Q: c = P / chunks and
+        k = Q / P - c / 2 (exact for one chunk, since Q = c * (k + c / 2)).
+
+        num_prefill_chunks = 0 (not known): one chunk when Q >= P^2 / 2 (a chunk on a cached
+        prefix has Q >= c^2 / 2), else round(P^2 / (2Q)) chunks, which is exact for equal new
+        prompts with nothing cached (n of them have Q = P^2 / (2n)); pricing such a step as one
+        P-token chunk would charge its attention 3-13% more on the whole step."""
         p, b = int(num_prefill_tokens), int(num_decode_reqs)
         if p + b <= 0:
             return 0.0
-        chunks = max(1, int(num_prefill_chunks)) if p > 0 else 0
+        if p <= 0:
+            chunks = 0
+        elif num_prefill_chunks > 0:
+            chunks = int(num_prefill_chunks)
+        elif prefill_attn_work > 0:
+            chunks = max(1, min(p, round(p * p / (2.0 * prefill_attn_work))))
+        else:
+            chunks = 1
         total = self._part("other", (p + b,))
         total += self._part("logits", (chunks + b,))
         if p > 0:

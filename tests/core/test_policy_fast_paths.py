@@ -66,7 +66,9 @@ def test_all_urgent_decodes_run_without_ordering() -> None:
     dec = FairBatchingPolicy(DEFAULT_MODEL).decide(snap)
     assert dec.run_decode_indices == (0, 1, 2, 3)
     assert dec.num_urgent_decodes == 4
-    assert dec.predicted_step_ms == DEFAULT_MODEL.predict_raw_ms(4, float(4 * 100 + 6), 0.0)
+    assert dec.predicted_step_ms == DEFAULT_MODEL.predict_raw_ms(
+        4, float(4 * 100 + 6), 0.0, num_decode_reqs=4
+    )
     # One token of room fewer than decodes: the most urgent run, the latest is unserved.
     tight = dataclasses.replace(snap, max_num_batched_tokens=3)
     dec = FairBatchingPolicy(DEFAULT_MODEL).decide(tight)

@@ -24,7 +24,10 @@ SHAPES = [
 
 def _raw(s: StepShape) -> float:
     return CM.predict_raw_ms(
-        s.num_prefill_tokens + s.num_decode_reqs, s.decode_kv_tokens, s.prefill_attn_work
+        s.num_prefill_tokens + s.num_decode_reqs,
+        s.decode_kv_tokens,
+        s.prefill_attn_work,
+        num_decode_reqs=s.num_decode_reqs,
     )
 
 
@@ -111,7 +114,7 @@ def test_other_profile_as_truth() -> None:
     dev = spec.build(PROFILE, 0.0)
     h200 = load_profile("h200-llama3.1-8b").cost_model
     s = SHAPES[0]
-    assert dev.step_ms(s) == h200.predict_raw_ms(64, 64 * 1024, 0.0)
+    assert dev.step_ms(s) == h200.predict_raw_ms(64, 64 * 1024, 0.0, num_decode_reqs=64)
 
 
 def _write_log(path, rows) -> None:
