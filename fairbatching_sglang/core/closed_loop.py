@@ -24,9 +24,14 @@ import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
 
 from fairbatching_sglang.core.cost_model import HingeCostModel, StepShape
 from fairbatching_sglang.core.online_calibration import OnlineCalibrationConfig, OnlineCalibrator
+
+PolicyT = TypeVar("PolicyT")  # a frozen policy dataclass with a cost_model field
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,12 @@ class ClosedLoopPlanner:
     def predict_ms(self, shape: StepShape) -> float:
         return self._believed.predict_ms(shape)
 
+    def steer(self, policy: PolicyT) -> PolicyT:
+        """`policy` planning with the current planning model (itself when it already does)."""
+        if policy.cost_model is self._planning:  # type: ignore[attr-defined]
+            return policy
+        return dataclasses.replace(policy, cost_model=self._planning)  # type: ignore[type-var]
+
     # ------------------------------------------------------------------------------------------
     def observe(self, shape: StepShape, measured_ms: float) -> None:
         """One finished step. Empty steps and non-finite / non-positive times are ignored."""
@@ -140,7 +151,7 @@ class ClosedLoopPlanner:
         if self._calibrator is not None:
             self._believed = self._calibrator.model()
         if len(self._ratios) >= cfg.min_blocks:
-            q = _quantile(sorted(self._ratios), cfg.margin_quantile)
+            q = float(np.quantile(self._ratios, cfg.margin_quantile))
             self.margin = min(max(q - 1.0, cfg.min_margin), cfg.max_margin)
         self._planning = scaled_model(self._believed, 1.0 + self.margin)
 
@@ -157,11 +168,3 @@ class ClosedLoopPlanner:
         if self._calibrator is not None:
             out.update({f"ratio_{k}": v for k, v in self._calibrator.ratios().items()})
         return out
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolation quantile of a sorted, non-empty list (numpy's default method)."""
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)

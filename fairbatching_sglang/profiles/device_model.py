@@ -123,6 +123,15 @@ class _SeededPricing:
             parts.append(f"seed {c.seed}")
         return ", ".join(parts)
 
+    def _kernel_ms(self, shape: StepShape) -> float:
+        raise NotImplementedError
+
+    def step_ms(self, shape: StepShape) -> float:
+        if self._plain:
+            self._num_steps += 1
+            return self._kernel_ms(shape) + self.overhead_ms
+        return float(self._price(np.array([self._kernel_ms(shape)]))[0])
+
     def _price(self, kernel_ms: np.ndarray) -> np.ndarray:
         c = self.config
         k = len(kernel_ms)
@@ -163,12 +172,6 @@ class ProfileDevice(_SeededPricing):
 
     def _kernel_ms(self, shape: StepShape) -> float:
         return self.cost_model.predict_ms(shape)
-
-    def step_ms(self, shape: StepShape) -> float:
-        if self.is_exact:
-            self._num_steps += 1
-            return self._kernel_ms(shape) + self.overhead_ms
-        return float(self._price(np.array([self._kernel_ms(shape)]))[0])
 
     def decode_block_ms(self, shape: StepShape, num_steps: int) -> np.ndarray:
         first = self._kernel_ms(shape)
@@ -236,12 +239,6 @@ class EngineDevice(_SeededPricing):
             shape.prefill_attn_work,
             shape.num_prefill_chunks,
         )
-
-    def step_ms(self, shape: StepShape) -> float:
-        if self._plain:
-            self._num_steps += 1
-            return self._kernel_ms(shape) + self.overhead_ms
-        return float(self._price(np.array([self._kernel_ms(shape)]))[0])
 
     def decode_block_ms(self, shape: StepShape, num_steps: int) -> np.ndarray:
         if shape.num_prefill_tokens:  # not a decode-only block: price each step

@@ -38,7 +38,6 @@ policy.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections import deque
@@ -406,9 +405,9 @@ class FairBatchingHook:
         if loop is None:
             return
         loop.observe(shape, interval_ms)
-        planning = loop.planning_model()
-        if planning is not self.policy.cost_model:
-            self.policy = dataclasses.replace(self.policy, cost_model=planning)
+        policy = loop.steer(self.policy)
+        if policy is not self.policy:
+            self.policy = policy
             if self.metrics is not None:
                 self.metrics.margin.set(loop.margin)
 

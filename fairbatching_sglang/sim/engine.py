@@ -108,6 +108,8 @@ class Simulator:
         )
         self.config = config
         self.sink = sink
+        # Schedulers with a closed loop take each step's real duration (resolved once here).
+        self._observe_step = getattr(scheduler, "observe_step", None)
         self.progress = progress
         capacity = config.kv_capacity_tokens or kv_capacity_tokens
         cache = None
@@ -260,7 +262,7 @@ class Simulator:
     ) -> None:
         plan, end_times, start, shape = payload
         state = self.state
-        observe = getattr(self.scheduler, "observe_step", None)
+        observe = self._observe_step
         if observe is not None:
             # The closed loop measures what the step really took (the planner never sees the
             # device model itself): one observation per priced step, or for a fast-forwarded

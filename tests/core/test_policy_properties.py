@@ -100,7 +100,9 @@ def test_decode_with_slack_below_step_time_is_never_parked(
     slack = _slack(snap, cfg)
     d = snap.decodes
     # Parking must leave at least one more decode-only step of slack after this step.
-    next_step_ms = cm.predict_raw_ms(d.num_reqs, float(d.kv_tokens.sum()), 0.0)
+    next_step_ms = cm.predict_raw_ms(
+        d.num_reqs, float(d.kv_tokens.sum()), 0.0, num_decode_reqs=d.num_reqs
+    )
     for i in dec.parked_decode_indices:
         assert slack[i] > dec.predicted_step_ms
         assert slack[i] >= dec.predicted_step_ms + next_step_ms - 1e-9

@@ -56,7 +56,9 @@ def test_ahead_decodes_are_parked_for_a_prefill_surge() -> None:
     (chunk,) = dec.prefill_chunks
     # The chunk fills the 60 ms budget exactly: one more token would exceed it.
     assert dec.predicted_step_ms <= dec.budget_ms == 60.0
-    bigger = CM.predict_raw_ms(1 + chunk.num_tokens + 1, 1000, (chunk.num_tokens + 1) ** 2 / 2)
+    bigger = CM.predict_raw_ms(
+        1 + chunk.num_tokens + 1, 1000, (chunk.num_tokens + 1) ** 2 / 2, num_decode_reqs=1
+    )
     assert bigger > 60.0
     # Without parking the same surge gets a smaller chunk: all nine decodes ride along.
     no_park = FairBatchingPolicy(CM, FairBatchingConfig(enable_parking=False)).decide(snap)

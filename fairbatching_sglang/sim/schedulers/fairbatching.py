@@ -14,8 +14,6 @@ Closed loop (FairBatchingConfig.closed_loop): the engine reports each step's rea
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from fairbatching_sglang.core import (
@@ -46,17 +44,13 @@ class FairBatchingScheduler:
         self.closed_loop = (
             ClosedLoopPlanner(policy.cost_model, loop_config) if loop_config is not None else None
         )
-        self._planning = policy.cost_model
 
     def observe_step(self, shape: StepShape, measured_ms: float) -> None:
         loop = self.closed_loop
         if loop is None:
             return
         loop.observe(shape, measured_ms)
-        planning = loop.planning_model()
-        if planning is not self._planning:
-            self._planning = planning
-            self.policy = dataclasses.replace(self.policy, cost_model=planning)
+        self.policy = loop.steer(self.policy)
 
     def plan(self, now_ms: float, state: InstanceState) -> StepPlan:
         # Decodes that do not fit the free KV: SGLang retracts before a decode-only step (its
