@@ -468,8 +468,8 @@ def write_report(args, traces, devices, tuned, ctx, store: ProbeStore, wall_s: f
         "Tuned stock settings (swept under `realistic`): "
         + "; ".join(f"{t}: " + ", ".join(f"{k}@{v}" for k, v in tuned[t].items()) for t in traces),
         "",
-        "| trace | device | best stock (arm) | fairbatching | fb / best stock | oracle | fb / oracle "
-        "| open loop | fb / open |",
+        "| trace | device | best stock (arm) | fairbatching | fb / best stock | oracle "
+        "| fb / oracle | open loop | fb / open |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     checks: list[str] = []
@@ -524,8 +524,10 @@ def write_report(args, traces, devices, tuned, ctx, store: ProbeStore, wall_s: f
             rate = capacity(store, t, d, sar)
             if rate is None:
                 continue
-            get = lambda arm: store.records.get((t, d, arm, round(rate, 6)))  # noqa: E731
-            f, s, m = get(FB_CLOSED.name), get(sar), get("sglang-mixed")
+            f, s, m = (
+                store.records.get((t, d, arm, round(rate, 6)))
+                for arm in (FB_CLOSED.name, sar, "sglang-mixed")
+            )
             if not (f and s and m):
                 continue
             lines.append(
