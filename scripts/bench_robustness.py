@@ -355,7 +355,7 @@ def main() -> int:
             ap.error(f"--devices: unknown device {d!r}; known: {', '.join(DEVICES)}")
     if "engine" in devices:
         try:
-            import aiconfigurator  # noqa: F401
+            import aiconfigurator_core  # noqa: F401
         except ImportError:
             print(
                 "bench_robustness: device 'engine' skipped: the aiconfigurator extra is not "
