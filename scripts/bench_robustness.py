@@ -456,8 +456,9 @@ def write_report(args, traces, devices, tuned, ctx, store: ProbeStore, wall_s: f
         "",
         "Device models (what steps really cost; the planner is never told): "
         + "; ".join(f"`{d}` = `{ctx[traces[0]]['devices'][d]}`" for d in devices)
-        + ". `realistic` is the default device of `simulate` / `ab` / `cluster` "
-        "(profiles/device_spec.py).",
+        + ". `realistic` (5% slower than the profile, 3% noise, 0.2 ms overhead jitter) is this "
+        "benchmark's stand-in for a deployment; the CLIs still default to `profile`. Oracle "
+        "under a noisy device = open loop told the mean: it has no margin, so noise costs it.",
         "",
         "Windows (busiest by request count): "
         + "; ".join(
