@@ -7,8 +7,12 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TRACES="${TRACES_DIR:-$ROOT/../shared/traces}"
-ARMS="sglang-default,sglang-mixed,sarathi,fairbatching,fairbatching-ft"
-COMMON=(--backend sim --arms "$ARMS" --profile h100-llama3.1-8b --rel-tol 0.02 --max-probes 14)
+ARMS="sglang-default,sglang-mixed,sarathi,fairbatching,fairbatching-ft,fairbatching-open"
+# The realistic device (what steps really cost: 5% slower than the profile the planner
+# believes, 3% noise, 0.2 ms jitter), never the planner's own model; SGLang's default overlap
+# loop. Tuned stock settings per trace are in results/robustness (scripts/bench_robustness.py).
+COMMON=(--backend sim --arms "$ARMS" --profile h100-llama3.1-8b --device-model realistic
+        --sim-overlap-schedule --rel-tol 0.02 --max-probes 14)
 
 run() {  # name trace ttft_ms title
   local out="$ROOT/results/sim-$1"

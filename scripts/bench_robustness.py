@@ -62,7 +62,7 @@ DEVICES: dict[str, str] = {
     "bias+20": "profile:bias=0.20",
     "noise5": "profile:noise=0.05,seed=0",
     "shift+15": "profile:shift=0.15,shift_after={half}",
-    REALISTIC: "profile:bias=0.05,noise=0.03,jitter_ms=0.2,seed=0",
+    REALISTIC: "realistic",
     "engine": "engine",
 }
 PROFILE = "h100-llama3.1-8b"
@@ -97,7 +97,7 @@ def device_bias(spec: str) -> float:
     """The device's mean slowdown the oracle is told (bias, and shift for the post-shift truth)."""
     from fairbatching_sglang.profiles.device_spec import parse_device_model
 
-    if not spec.startswith("profile"):
+    if not spec.startswith(("profile", "realistic")):
         return 0.0
     cfg = parse_device_model(spec).config
     return (1 + cfg.bias) * (1 + cfg.shift) - 1
@@ -456,8 +456,9 @@ def write_report(args, traces, devices, tuned, ctx, store: ProbeStore, wall_s: f
         "",
         "Device models (what steps really cost; the planner is never told): "
         + "; ".join(f"`{d}` = `{ctx[traces[0]]['devices'][d]}`" for d in devices)
-        + ". `realistic` (5% slower than the profile, 3% noise, 0.2 ms overhead jitter) is this "
-        "benchmark's stand-in for a deployment; the CLIs still default to `profile`. Oracle "
+        + ". `realistic` (= `profile:bias=0.05,noise=0.03,jitter_ms=0.2,seed=0`: 5% slower than "
+        "the profile, 3% noise, 0.2 ms overhead jitter) is the default device of simulate / ab /"
+        " cluster. Oracle "
         "under a noisy device = open loop told the mean: it has no margin, so noise costs it.",
         "",
         "Windows (busiest by request count): "

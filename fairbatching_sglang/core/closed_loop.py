@@ -7,9 +7,11 @@ percent turns straight into misses (5% slower steps took most of the simulated g
    (core/online_calibration.py: bounded RLS over the hinge features), so a steady bias is learnt;
 2. the planning margin comes from the recent distribution of measured / predicted, where
    "predicted" is what the recalibrated model said for that step before seeing it. Ratios are
-   taken over blocks of `margin_block_steps` steps (the TPOT SLO is a mean over a request's
-   tokens, so per-step noise averages out; a bias or a shift does not), and the margin is their
-   `margin_quantile` minus 1, clipped to [min_margin, max_margin];
+   taken over blocks of `margin_block_steps` steps, and the margin is their `margin_quantile`
+   minus 1, clipped to [min_margin, max_margin]. Per step (block 1) and p95 by default: the
+   envelope puts a request's last token at its deadline, so one slow last step misses the mean
+   TPOT SLO; 8-step blocks averaged that noise away and, under 5% per-step noise, cost 5 points
+   of TPOT attainment (synthetic code x1.215: 0.944 vs 0.999 per step; exact device unchanged);
 3. the policy plans with the recalibrated model scaled by (1 + margin). The hinge model is
    linear in its coefficients, so scaling them scales every prediction, and the exact inverse
    (largest chunk within a budget) stays exact.
@@ -45,9 +47,9 @@ class ClosedLoopConfig:
     """
 
     recalibrate: bool = True
-    margin_block_steps: int = 8
+    margin_block_steps: int = 1
     margin_window_blocks: int = 64
-    margin_quantile: float = 0.9
+    margin_quantile: float = 0.95
     min_margin: float = 0.02
     max_margin: float = 0.5
     initial_margin: float = 0.05

@@ -139,12 +139,29 @@ class FairBatchingPolicy:
                     break
                 remaining = pre.num_remaining_tokens.item(i)
                 reserve = pre.kv_reserve_tokens.item(i)
+                # Admission as SGLang's PrefillAdder does it (managers/schedule_policy.py):
+                if continuing:
+                    # add_chunked_req (:1207-1218): its output reserve is charged with its last
+                    # chunk, unchecked; available_chunk_tokens (mem_cache/prefill_budget.py:
+                    # 142-145) caps the chunk by rem_total_tokens while positive, else lets it
+                    # progress up to the physical KV (stalling it would hold its KV while the
+                    # decodes eat the rest).
+                    adm_left = adm_room - adm_used
+                    if adm_left <= 0:
+                        adm_left = kv_room
+                else:
+                    # A new request only when its whole remaining prompt and its reserve fit
+                    # (:1406-1411, NO_TOKEN ends the scan); admitting cut chunks past that
+                    # overcommitted the KV (3-5x stock mixed's retractions without ignore_eos).
+                    adm_left = adm_room - adm_used - reserve
+                    if remaining > adm_left:
+                        break
                 cap = min(
                     remaining,
                     snap.max_prefill_tokens - num_prefill_tokens,
                     tok_room - num_tokens,
                     kv_room - kv_used,
-                    adm_room - adm_used - reserve,
+                    adm_left,
                 )
                 if cap <= 0:
                     break
@@ -170,7 +187,7 @@ class FairBatchingPolicy:
                 num_prefill_tokens += c
                 num_tokens += c
                 kv_used += c
-                adm_used += c + reserve
+                adm_used += c + (reserve if completes else 0)
                 attn_work += chunk_attn_work(c, cached)
                 if not continuing:
                     new_left -= 1

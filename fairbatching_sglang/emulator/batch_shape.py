@@ -40,4 +40,4 @@ def shape_of(batch: Any) -> StepShape:
         tokens += c
         work += chunk_attn_work(c, k)
     decode_kv = sum(_seq_lens(batch)[num_prefill_rows:]) if num_decode else 0
-    return StepShape(tokens, num_decode, decode_kv, work)
+    return StepShape(tokens, num_decode, decode_kv, work, num_prefill_chunks=num_prefill_rows)

@@ -20,7 +20,7 @@ class Arm:
     sim_policy: str
     patched: bool = False  # GPU: needs the patched SGLang (FairBatching) rather than stock
     server_flags: tuple[str, ...] = ()
-    fb_overrides: dict[str, str] = field(default_factory=dict)
+    fb_overrides: dict[str, str | None] = field(default_factory=dict)
     # SimConfig fields this arm sets (a stock arm at another setting of its knob, see KNOBS).
     sim_overrides: dict[str, int] = field(default_factory=dict)
 
@@ -76,6 +76,14 @@ ARMS: dict[str, Arm] = {
         "fairbatching",
         patched=True,
         fb_overrides={"decode_deadline_anchor": "first_token"},
+    ),
+    # fairbatching-ft without the closed loop: plans with the profile as given, no online
+    # recalibration and no margin (the policy before issue #13; an ablation, not a product).
+    "fairbatching-open": Arm(
+        "fairbatching-open",
+        "fairbatching",
+        patched=True,
+        fb_overrides={"decode_deadline_anchor": "first_token", "closed_loop": None},
     ),
 }
 STOCK_ARMS = ("sglang-default", "sglang-mixed", "sarathi")

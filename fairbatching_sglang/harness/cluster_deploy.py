@@ -57,6 +57,7 @@ from fairbatching_sglang.harness.server import (
     launch_server_argv,
 )
 from fairbatching_sglang.harness.starvation import StarvationThresholds
+from fairbatching_sglang.profiles.device_spec import DEFAULT_DEVICE_MODEL
 
 SMG_POLICIES = {
     "smg-round-robin": "round_robin",
@@ -483,8 +484,11 @@ def main(
         typer.Option(help="gpu | emulated (real SGLang servers on CPU, emulated devices)."),
     ] = "gpu",
     device_model: Annotated[
-        str, typer.Option(help="Emulated: device model spec (see `fairbatching ab --help`).")
-    ] = "profile",
+        str,
+        typer.Option(
+            help="Emulated: device model spec (default realistic; see `fairbatching ab --help`)."
+        ),
+    ] = DEFAULT_DEVICE_MODEL,
     emulated_overhead_ms: Annotated[
         float, typer.Option(help="Emulated: per-step CPU/launch time (ms).")
     ] = 0.5,

@@ -10,6 +10,11 @@
         shift_after=K
         seed=S        of the noise / jitter stream
         profile=NAME  price from another profile than the planner's --profile
+    realistic                                 the default of simulate / ab / cluster: the
+                                              profile 5% slower than the planner believes,
+                                              3% per-step noise, 0.2 ms overhead jitter, seed 0
+                                              (= profile:bias=0.05,noise=0.03,jitter_ms=0.2,
+                                              seed=0); realistic:seed=3 etc. override one part
     steplog:PATH                              replay a measured JSONL step log over the profile
     engine                                    aiconfigurator-core's engine prices every step for
                                               the profile's GPU, model and TP (+ the step
@@ -24,6 +29,7 @@ per run (`build`), so every run starts its random stream from the seed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +46,13 @@ from fairbatching_sglang.profiles.device_model import (
     ReplayDevice,
 )
 
-KINDS = ("profile", "steplog", "engine")
+KINDS = ("profile", "realistic", "steplog", "engine")
+# Why these numbers: the refit profiles are within ~2% mean / ~4-5% p90 of aiconfigurator's
+# engine on a fresh sample, and real 0.5.23 adds padded-graph and CPU costs the kernel tables do
+# not have, so a planner that trusts its profile is a few percent optimistic and never exact.
+# Published results are judged under this device, never under the planner's own model.
+REALISTIC_PARAMS = "bias=0.05,noise=0.03,jitter_ms=0.2,seed=0"
+DEFAULT_DEVICE_MODEL = "realistic"
 _CACHE_MODES = ("disk", "memory")
 _FLOAT_PARAMS = {"bias": "bias", "noise": "noise", "overhead_ms": "overhead_ms"}
 _FLOAT_PARAMS |= {"jitter_ms": "overhead_jitter_ms", "shift": "shift"}
@@ -135,10 +147,21 @@ def parse_device_model(text: str, flag: str = "--device-model") -> DeviceModelSp
     text = (text or "").strip()
     kind, _, rest = text.partition(":")
     kind = kind.strip()
+    if kind == "realistic":
+        # An alias of the profile device; the user's parameters override the preset's.
+        given = {p.partition("=")[0].strip() for p in rest.split(",") if p.strip()}
+        preset = [p for p in REALISTIC_PARAMS.split(",") if p.partition("=")[0] not in given]
+        expanded = "profile:" + ",".join(filter(None, [*preset, rest.strip()]))
+        try:
+            spec = parse_device_model(expanded, flag)
+        except DeviceSpecError as exc:
+            raise DeviceSpecError(str(exc).replace(repr(expanded), repr(text))) from None
+        return dataclasses.replace(spec, text=text)
     if kind not in KINDS:
         raise DeviceSpecError(
             f"{flag} {text!r}: unknown device model {kind!r}; known: {', '.join(KINDS)} "
-            "(e.g. 'profile', 'profile:bias=0.05,noise=0.03,seed=0', 'steplog:steps.jsonl', "
+            "(e.g. 'profile', 'realistic', 'profile:bias=0.05,noise=0.03,seed=0', "
+            "'steplog:steps.jsonl', "
             "'engine', 'engine:noise=0.02,seed=1')"
         )
     if kind == "engine":
@@ -198,6 +221,8 @@ def parse_device_model(text: str, flag: str = "--device-model") -> DeviceModelSp
                 values[_INT_PARAMS[key]] = int(raw)
             except ValueError:
                 raise DeviceSpecError(f"{flag} {text!r}: {key}={raw!r} is not an integer") from None
+            if values[_INT_PARAMS[key]] < 0:
+                raise DeviceSpecError(f"{flag} {text!r}: {key}={raw!r} must be >= 0")
         else:
             extra = ["cache"] if kind == "engine" else []
             known = sorted([*_FLOAT_PARAMS, *_INT_PARAMS, "profile", *extra])

@@ -11,6 +11,7 @@ import typer
 
 from fairbatching_sglang.harness import cli_checks as chk
 from fairbatching_sglang.harness.out_dir import RESUME_FORCE_HELP
+from fairbatching_sglang.profiles.device_spec import DEFAULT_DEVICE_MODEL
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -54,10 +55,12 @@ def simulate(
     device_model: Annotated[
         str,
         typer.Option(
-            help="What a step really costs: profile | profile:bias=0.05,noise=0.03,seed=0 | "
-            "steplog:PATH (the planner still believes --policy-profile or --profile)."
+            help="What a step really costs: realistic (default: the profile 5% slower, 3% "
+            "noise, 0.2 ms jitter) | profile (exactly the planner's profile) | "
+            "profile:bias=0.05,noise=0.03,seed=0 | engine | steplog:PATH (the planner still "
+            "believes --policy-profile or --profile)."
         ),
-    ] = "profile",
+    ] = DEFAULT_DEVICE_MODEL,
     out: Annotated[
         Path | None,
         typer.Option(

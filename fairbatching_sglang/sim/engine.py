@@ -51,7 +51,13 @@ def plan_shape(plan: StepPlan) -> StepShape:
     for req, c in plan.chunks:
         num_prefill += c
         work += chunk_attn_work(c, req.prefilled)
-    return StepShape(num_prefill, len(plan.decodes), sum(r.kv_tokens for r in plan.decodes), work)
+    return StepShape(
+        num_prefill,
+        len(plan.decodes),
+        sum(r.kv_tokens for r in plan.decodes),
+        work,
+        num_prefill_chunks=len(plan.chunks),
+    )
 
 
 def observe_block(
@@ -68,6 +74,7 @@ def observe_block(
             shape.num_decode_reqs,
             shape.decode_kv_tokens + (k - 1) * shape.num_decode_reqs,
             shape.prefill_attn_work,
+            shape.num_prefill_chunks,
         )
         observe(last, float(end_times[-1] - end_times[-2]))
 

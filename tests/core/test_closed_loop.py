@@ -79,7 +79,8 @@ def test_a_mid_run_shift_raises_the_margin_before_the_model_has_caught_up():
 def test_noise_gives_a_margin_between_the_bounds():
     loop = ClosedLoopPlanner(KNOWN_MODEL)
     feed(loop, 1.0, 3000, noise=0.10)
-    assert ClosedLoopConfig().min_margin < loop.margin < 0.15
+    # Per step, p95: about 1.645 sigma (0.16) plus what the online fit's own wobble adds.
+    assert 0.12 < loop.margin < 0.25 < ClosedLoopConfig().max_margin
 
 
 def test_cold_start_uses_the_initial_margin_and_bad_measurements_are_ignored():

@@ -30,7 +30,12 @@ def _slack(snap: SchedulerSnapshot, cfg: FairBatchingConfig) -> np.ndarray:
 def _recount(snap: SchedulerSnapshot, dec: BatchDecision, cm: HingeCostModel) -> dict:
     run = list(dec.run_decode_indices)
     prefill_tokens = sum(c.num_tokens for c in dec.prefill_chunks)
-    reserve = sum(int(snap.prefills.kv_reserve_tokens[c.prefill_index]) for c in dec.prefill_chunks)
+    # A reserve is charged with a request's last chunk (SGLang's adder charges none for a cut one).
+    reserve = sum(
+        int(snap.prefills.kv_reserve_tokens[c.prefill_index])
+        for c in dec.prefill_chunks
+        if c.completes_prefill
+    )
     decode_kv = int(snap.decodes.kv_tokens[run].sum()) if run else 0
     work = sum(
         chunk_attn_work(c.num_tokens, int(snap.prefills.num_cached_tokens[c.prefill_index]))
@@ -56,9 +61,19 @@ def test_decision_respects_caps_and_kv_limit(
     assert counts["tokens"] == dec.num_batched_tokens <= snap.max_num_batched_tokens
     assert counts["prefill_tokens"] == dec.num_prefill_tokens <= snap.max_prefill_tokens
     assert counts["kv"] == dec.kv_tokens_used
-    # What the step occupies fits the free KV; what it admits fits the admission room.
+    # What the step occupies fits the free KV. A new request is admitted only when its whole
+    # remaining prompt and its reserve fit the admission room left (SGLang's NO_TOKEN rule);
+    # a continuing chunk may run on the physical KV once that room is spent.
     assert counts["tokens"] <= snap.kv_free_tokens
-    assert counts["prefill_tokens"] + counts["reserve"] <= snap.admission_room_tokens
+    pre = snap.prefills
+    charged = 0
+    for c in dec.prefill_chunks:
+        i = c.prefill_index
+        if pre.is_continuing[i]:
+            charged += c.num_tokens + (int(pre.kv_reserve_tokens[i]) if c.completes_prefill else 0)
+        else:
+            charged += int(pre.num_remaining_tokens[i]) + int(pre.kv_reserve_tokens[i])
+            assert charged <= snap.admission_room_tokens
     assert abs(counts["predicted"] - dec.predicted_step_ms) < 1e-6
     new_admitted = sum(
         1 for c in dec.prefill_chunks if not snap.prefills.is_continuing[c.prefill_index]

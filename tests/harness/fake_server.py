@@ -241,3 +241,49 @@ class FakeServer:
                 await asyncio.sleep(self.token_delay_s)
             writer.write(_sse(b"[DONE]"))
         writer.write(b"0\r\n\r\n")
+
+
+class FakeServerProcess:
+    """A default FakeServer in a child process: for timing tests, where a server thread in the
+    test's own process competes with the replay client for the GIL and shows up as dispatch lag
+    that is the test's, not the client's. `received` (the /generate bodies) is filled on exit."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> FakeServerProcess:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        code = (
+            "import json, sys\n"
+            "from tests.harness.fake_server import FakeServer\n"
+            "with FakeServer() as srv:\n"
+            "    print(srv.port, flush=True)\n"
+            "    sys.stdin.read()\n"
+            "print(json.dumps([b for _, b in srv.received]), flush=True)\n"
+        )
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line.strip().isdigit():
+            self._proc.kill()
+            raise RuntimeError(f"fake server process did not start: {line!r}")
+        self.port = int(line)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        out, _ = self._proc.communicate(input="", timeout=30)
+        self.received = json.loads(out.strip().splitlines()[-1]) if out.strip() else []

@@ -143,3 +143,13 @@ def test_bad_numbers_rejected_at_parse_time(tmp_path: Path, args: list[str], opt
     text = " ".join(res.output.replace("│", " ").split())
     assert res.exit_code == 2 and f"Invalid value for '{option}'" in text, text
     assert not out.exists()  # nothing ran
+
+
+def test_default_device_is_realistic_and_reported(tmp_path: Path) -> None:
+    out = tmp_path / "ab"
+    code, text = _ab(out, "--arms", "sglang-mixed")
+    assert code == 0, text
+    meta = json.loads((out / "sglang-mixed" / "x1" / "run.json").read_text())
+    assert meta["device_model"]["spec"] == "realistic"
+    assert meta["device_model"]["bias"] == 0.05
+    assert "SIMULATED (device model 'realistic', planner profile" in (out / "report.md").read_text()

@@ -37,3 +37,14 @@ def test_gpu_flags() -> None:
         resolve_arms(["sarathi"], "gpu")
     with pytest.raises(ValueError):
         resolve_arms(["nope"], "sim")
+
+
+def test_open_loop_arm_is_first_token_without_the_closed_loop() -> None:
+    open_cfg = ARMS["fairbatching-open"].fairbatching_config()
+    assert open_cfg.closed_loop is None
+    assert open_cfg.decode_deadline_anchor == "first_token"
+    assert ARMS["fairbatching-ft"].fairbatching_config().closed_loop is not None
+    flags = ARMS["fairbatching-open"].gpu_flags(SloTargets(1000.0, 50.0), "p")
+    assert json.loads(flags[flags.index("--fairbatching-config") + 1])["closed_loop"] is None
+    (arm,) = resolve_arms(["fairbatching-open"], "emulated")
+    assert arm.name == "fairbatching-open" and arm.patched

@@ -34,7 +34,8 @@ def test_emulated_ab_end_to_end(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     report = (out / "report.md").read_text()
     first = report.splitlines()[0]
-    assert "EMULATED" in first and "'profile'" in first and "h100-llama3.1-8b" in first
+    # No --device-model: the CLI default, a device the planner does not know.
+    assert "EMULATED" in first and "'realistic'" in first and "h100-llama3.1-8b" in first
     assert "Validity of the emulation" in report
     index = json.loads((out / "ab.json").read_text())
     assert index["backend"] == "emulated" and index["versions"]["sglang"] == ["0.5.23"]
@@ -53,8 +54,9 @@ def test_emulated_ab_end_to_end(tmp_path: Path) -> None:
         meta = json.loads((run / "run.json").read_text())
         assert meta["kind"] == "emulated"
         assert Path(meta["python"]).resolve() == Path(sys.executable).resolve()
-        assert meta["device_model"]["spec"] == "profile"
-        assert meta["server_env"]["FAIRBATCHING_EMULATED_DEVICE"] == "profile"
+        assert meta["device_model"]["spec"] == "realistic"
+        assert meta["device_model"]["bias"] == 0.05 and meta["device_model"]["noise"] == 0.03
+        assert meta["server_env"]["FAIRBATCHING_EMULATED_DEVICE"] == "realistic"
         assert (run / "device_steps.jsonl").stat().st_size > 0
         assert ("--enable-fairbatching" in meta["server_argv"]) == (arm == "fairbatching-ft")
     assert (out / "fairbatching-ft/x1/step_log.jsonl").exists()

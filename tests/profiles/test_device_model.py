@@ -92,6 +92,8 @@ def test_jitter_keeps_overhead_nonnegative() -> None:
         ("profile:bias=-1", "bias must be"),
         ("profile:noise=2", "noise must be"),
         ("profile:seed=1.5", "seed='1.5' is not an integer"),
+        ("profile:seed=-1", "seed='-1' must be >= 0"),
+        ("realistic:foo=1", "'realistic:foo=1': unknown parameter 'foo'"),
         ("profile:foo=1", "unknown parameter 'foo'"),
         ("profile:bias", "must be NAME=VALUE"),
         ("profile:bias=1,bias=2", "given twice"),
@@ -107,6 +109,25 @@ def test_bad_specs_name_the_flag_and_the_part(spec: str, needle: str) -> None:
         parse_device_model(spec)
     assert "--device-model" in str(exc.value)
     assert needle in str(exc.value)
+
+
+def test_realistic_is_the_documented_profile_device_and_parts_override() -> None:
+    from fairbatching_sglang.profiles.device_spec import DEFAULT_DEVICE_MODEL, REALISTIC_PARAMS
+
+    assert DEFAULT_DEVICE_MODEL == "realistic"
+    alias = parse_device_model("realistic")
+    spelled = parse_device_model(f"profile:{REALISTIC_PARAMS}")
+    assert alias.text == "realistic" and alias.kind == "profile"
+    assert alias.config == spelled.config
+    assert (alias.config.bias, alias.config.noise, alias.config.seed) == (0.05, 0.03, 0)
+    other = parse_device_model("realistic:seed=3,bias=0.1").config
+    assert (other.bias, other.noise, other.seed, other.overhead_jitter_ms) == (0.1, 0.03, 3, 0.2)
+    a = alias.build(PROFILE, 0.5)
+    b = spelled.build(PROFILE, 0.5)
+    from fairbatching_sglang.core.cost_model import StepShape
+
+    shape = StepShape(512, 64, 64 * 900, 0.0)
+    assert [a.step_ms(shape) for _ in range(5)] == [b.step_ms(shape) for _ in range(5)]
 
 
 def test_other_profile_as_truth() -> None:

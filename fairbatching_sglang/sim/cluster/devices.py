@@ -32,7 +32,7 @@ def replica_seed(seed: int, index: int) -> int:
 
 def replica_specs(spec: DeviceModelSpec, num_replicas: int) -> list[DeviceModelSpec]:
     """The spec each replica builds its device from (only the seed differs)."""
-    if spec.kind != "profile":
+    if spec.kind not in ("profile", "engine"):
         return [spec] * num_replicas
     return [
         dataclasses.replace(
@@ -43,7 +43,7 @@ def replica_specs(spec: DeviceModelSpec, num_replicas: int) -> list[DeviceModelS
 
 
 def replica_seeds(spec: DeviceModelSpec, num_replicas: int) -> list[int | None]:
-    if spec.kind != "profile":
+    if spec.kind not in ("profile", "engine"):
         return [None] * num_replicas
     return [replica_seed(spec.config.seed, i) for i in range(num_replicas)]
 

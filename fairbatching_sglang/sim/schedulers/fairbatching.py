@@ -127,7 +127,9 @@ def _prefill_rows(reqs: list[SimRequest], state: InstanceState) -> PrefillRows:
     reserve = np.fromiter((state.new_request_reserve(r) for r in reqs), np.int64, n)
     if state.chunked is not None and n:
         continuing[0] = True
-        reserve[0] = 0  # charged when it was first admitted
+        # Its cache hit was charged with its first chunk; its output is charged with its last
+        # (the core's rule, given the same input the adapter passes).
+        reserve[0] = min(reqs[0].remaining_output, state.config.clip_max_new_tokens)
     return PrefillRows(
         arrival_ms=np.fromiter((r.arrival_ms for r in reqs), np.float64, n),
         ttft_slo_ms=np.fromiter((r.ttft_slo_ms for r in reqs), np.float64, n),
