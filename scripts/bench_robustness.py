@@ -455,7 +455,12 @@ def write_report(args, traces, devices, tuned, ctx, store: ProbeStore, wall_s: f
         f"wall {wall_s / 60:.0f} min.",
         "",
         "Device models (what steps really cost; the planner is never told): "
-        + "; ".join(f"`{d}` = `{ctx[traces[0]]['devices'][d]}`" for d in devices)
+        + "; ".join(
+            f"`{d}` = `{ctx[traces[0]]['devices'][d]}`"
+            if len({ctx[t]["devices"][d] for t in traces}) == 1
+            else f"`{d}` = " + ", ".join(f"`{ctx[t]['devices'][d]}` ({t})" for t in traces)
+            for d in devices
+        )
         + ". `realistic` (= `profile:bias=0.05,noise=0.03,jitter_ms=0.2,seed=0`: 5% slower than "
         "the profile, 3% noise, 0.2 ms overhead jitter) is the default device of simulate / ab /"
         " cluster. Oracle "

@@ -16,6 +16,13 @@ from fairbatching_sglang.metrics import request_latencies
 from fairbatching_sglang.report.collect import AbData
 
 
+def _wrap(title: str, width: int = 90) -> str:
+    """Long report labels (device model, planner, loop) on several lines, not cut at the edge."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width))
+
+
 def plot_attainment(data: AbData, path: Path, label: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for arm in data.arms:
@@ -28,7 +35,7 @@ def plot_attainment(data: AbData, path: Path, label: str) -> Path:
     ax.set_xlabel("rate scale (x trace rate)")
     ax.set_ylabel("SLO attainment (TTFT and TPOT)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"Attainment vs rate ({label})", fontsize=9)
+    ax.set_title(_wrap(f"Attainment vs rate ({label})"), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -56,7 +63,7 @@ def plot_cdfs(data: AbData, rate: float, path: Path, label: str) -> Path | None:
         ax.set_ylabel("fraction of all requests")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"CDFs at rate x{rate:g} ({label})", fontsize=9)
+    fig.suptitle(_wrap(f"CDFs at rate x{rate:g} ({label})", 120), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -150,7 +157,7 @@ def plot_timeline(
         ax.set_ylabel(arm, fontsize=8)
         ax.legend(fontsize=7, loc="upper left")
     axes[-1].set_xlabel("time (s)")
-    fig.suptitle(f"Batch composition at rate x{rate:g}, 1 s bins ({label})", fontsize=9)
+    fig.suptitle(_wrap(f"Batch composition at rate x{rate:g}, 1 s bins ({label})", 120), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
