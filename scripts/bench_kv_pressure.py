@@ -20,7 +20,6 @@ kv_pressure.csv and README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_robustness import PROFILE, TPOT_SLO_MS, TRACES, busiest_window
+from bench_robustness import PROFILE, TPOT_SLO_MS, TRACES, ProbeStore, busiest_window
 
 ARMS = ("sglang-default", "sglang-mixed", "fairbatching")
 DEVICE = "realistic"
@@ -97,13 +96,8 @@ def main() -> int:
         if not TRACES[t][0].is_file():
             ap.error(f"--traces {t}: {TRACES[t][0]} not found (set TRACES_DIR)")
     args.out.mkdir(parents=True, exist_ok=True)
-    store = args.out / "probes.jsonl"
-    done: dict[tuple[str, float, str, float], dict[str, Any]] = {}
-    if store.exists():
-        for line in store.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[key(r)] = r
+    store = ProbeStore(args.out / "probes.jsonl", key=key, name="bench_kv_pressure")
+    done = store.records
     windows = {t: busiest_window(t, args.slice_min) for t in traces}
     tasks = [
         {"trace": t, "start_s": windows[t][0], "duration_s": windows[t][1], "kv_fraction": f,
@@ -111,15 +105,13 @@ def main() -> int:
         for t in traces for f in fractions for r in rates for a in ARMS
     ]  # fmt: skip
     todo = [x for x in tasks if key(x) not in done]
-    print(f"{len(tasks)} probes, {len(tasks) - len(todo)} already in {store}", flush=True)
+    print(f"{len(tasks)} probes, {len(tasks) - len(todo)} already in {store.path}", flush=True)
     t_start = time.time()
-    with ProcessPoolExecutor(args.jobs) as pool, store.open("a") as f:
+    with ProcessPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(probe, x) for x in todo]
         for i, fut in enumerate(as_completed(futures), 1):
             r = fut.result()
-            done[key(r)] = r
-            f.write(json.dumps(r) + "\n")
-            f.flush()
+            store.add(r)
             print(
                 f"  [{i}/{len(todo)} {time.time() - t_start:6.0f}s] {r['trace']:14s} "
                 f"kv x{r['kv_fraction']:<5g} {r['arm']:15s} x{r['rate']:<5g} "
@@ -152,6 +144,8 @@ def write_report(args, traces, fractions, rates, windows, done) -> None:
                 )  # fmt: skip
     import pandas as pd
 
+    from fairbatching_sglang.profiles.device_spec import REALISTIC_PARAMS
+
     pd.DataFrame(rows).to_csv(args.out / "kv_pressure.csv", index=False)
     lines = [
         "# SIMULATED KV pressure: retractions with EOS-style reservation (ignore_eos off)",
@@ -159,7 +153,7 @@ def write_report(args, traces, fractions, rates, windows, done) -> None:
         f"Command: `python {' '.join(sys.argv)}`",
         "",
         f"Python {platform.python_version()}, profile `{PROFILE}` (planner and device prices), "
-        f"device model `{DEVICE}` (profile:bias=0.05,noise=0.03,jitter_ms=0.2,seed=0), "
+        f"device model `{DEVICE}` (profile:{REALISTIC_PARAMS}), "
         "SimConfig(overlap_schedule=True, ignore_eos=False): SGLang reserves "
         "new_token_ratio of each running request's remaining output and retracts when the KV "
         "runs out. TPOT SLO 50 ms. Windows (busiest by request count): "

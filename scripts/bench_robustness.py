@@ -34,6 +34,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,10 +98,10 @@ def device_bias(spec: str) -> float:
     """The device's mean slowdown the oracle is told (bias, and shift for the post-shift truth)."""
     from fairbatching_sglang.profiles.device_spec import parse_device_model
 
-    if not spec.startswith(("profile", "realistic")):
+    parsed = parse_device_model(spec)
+    if parsed.kind != "profile":  # engine / steplog: no known mean slowdown
         return 0.0
-    cfg = parse_device_model(spec).config
-    return (1 + cfg.bias) * (1 + cfg.shift) - 1
+    return (1 + parsed.config.bias) * (1 + parsed.config.shift) - 1
 
 
 # ------------------------------------------------------------------------------ one probe
@@ -169,11 +170,18 @@ def probe(task: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ search
 class ProbeStore:
-    """probes.jsonl: every finished probe, so an interrupted run loses nothing."""
+    """probes.jsonl: every finished probe, so an interrupted run loses nothing. `key` names a
+    probe (this benchmark's: trace, device, arm, rate); bench_kv_pressure passes its own."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        key: Callable[[dict[str, Any]], tuple[Any, ...]] | None = None,
+        name: str = "bench_robustness",
+    ) -> None:
         self.path = path
-        self.records: dict[tuple[str, str, str, float], dict[str, Any]] = {}
+        self.key = key or self.robustness_key
+        self.records: dict[tuple[Any, ...], dict[str, Any]] = {}
         if path.exists():
             for n, line in enumerate(path.read_text().splitlines(), 1):
                 if not line.strip():
@@ -181,11 +189,11 @@ class ProbeStore:
                 try:
                     r = json.loads(line)
                     self.records[self.key(r)] = r
-                except (json.JSONDecodeError, KeyError) as exc:
-                    sys.exit(f"bench_robustness: {path}:{n}: unreadable probe record ({exc})")
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    sys.exit(f"{name}: {path}:{n}: unreadable probe record ({exc})")
 
     @staticmethod
-    def key(r: dict[str, Any]) -> tuple[str, str, str, float]:
+    def robustness_key(r: dict[str, Any]) -> tuple[str, str, str, float]:
         return (r["trace"], r["device"], r["arm"], round(float(r["rate"]), 6))
 
     def add(self, r: dict[str, Any]) -> None:
@@ -444,6 +452,8 @@ def main() -> int:
 def write_report(args, traces, devices, tuned, ctx, store: ProbeStore, wall_s: float) -> None:
     import csv
 
+    from fairbatching_sglang.profiles.device_spec import REALISTIC_PARAMS
+
     rows = []
     lines = [
         "# SIMULATED robustness: FairBatching's capacity when step times are mispredicted",
@@ -461,7 +471,7 @@ def write_report(args, traces, devices, tuned, ctx, store: ProbeStore, wall_s: f
             else f"`{d}` = " + ", ".join(f"`{ctx[t]['devices'][d]}` ({t})" for t in traces)
             for d in devices
         )
-        + ". `realistic` (= `profile:bias=0.05,noise=0.03,jitter_ms=0.2,seed=0`: 5% slower than "
+        + f". `realistic` (= `profile:{REALISTIC_PARAMS}`: 5% slower than "
         "the profile, 3% noise, 0.2 ms overhead jitter) is the default device of simulate / ab /"
         " cluster. Oracle "
         "under a noisy device = open loop told the mean: it has no margin, so noise costs it.",

@@ -124,12 +124,11 @@ def _decode_rows(reqs: list[SimRequest]) -> DecodeRows:
 def _prefill_rows(reqs: list[SimRequest], state: InstanceState) -> PrefillRows:
     n = len(reqs)
     continuing = np.zeros(n, dtype=bool)
+    # A continuing request already holds its KV (no pending cache hit), so this is its clipped
+    # output, as the adapter passes it; the core charges it with the last chunk.
     reserve = np.fromiter((state.new_request_reserve(r) for r in reqs), np.int64, n)
     if state.chunked is not None and n:
         continuing[0] = True
-        # Its cache hit was charged with its first chunk; its output is charged with its last
-        # (the core's rule, given the same input the adapter passes).
-        reserve[0] = min(reqs[0].remaining_output, state.config.clip_max_new_tokens)
     return PrefillRows(
         arrival_ms=np.fromiter((r.arrival_ms for r in reqs), np.float64, n),
         ttft_slo_ms=np.fromiter((r.ttft_slo_ms for r in reqs), np.float64, n),
