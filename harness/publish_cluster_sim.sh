@@ -15,7 +15,7 @@ TRACES="${TRACES_DIR:-$ROOT/../shared/traces}"
 FB="${FAIRBATCHING:-$ROOT/.venv/bin/fairbatching}"
 ROUTING=(--routers round-robin,least-outstanding,power-of-two,least-load,admission-budget
          --fresh-routers least-load,admission-budget
-         --arms sglang-default,sglang-mixed,fairbatching-ft)
+         --arms sglang-default,sglang-mixed,fairbatching)
 SEARCH=(--slo-ttft-ms 1000 --slo-tpot-ms 50
         --rel-tol 0.03 --max-probes 12 --targets 0.9,0.99 --jobs "${JOBS:-2}")
 COMMON=(--replicas 4,8 "${ROUTING[@]}" --profile h100-llama3.1-8b "${SEARCH[@]}")
@@ -45,7 +45,7 @@ for which in "${@:-conv code}"; do
               --out "$out" --start-rate 2.0 --start 1200 --duration 900 \
               --title "SIMULATED cluster capacity (reference for hetero): 4x H200, Llama-3.1-8B, Azure LLM 2023 conv (20-35 min)" \
               --replicas 4 --routers round-robin,least-outstanding,admission-budget \
-              --arms sglang-mixed,fairbatching-ft --profile h200-llama3.1-8b "${SEARCH[@]}" ;;
+              --arms sglang-mixed,fairbatching --profile h200-llama3.1-8b "${SEARCH[@]}" ;;
       *) echo "publish_cluster_sim: unknown trace $w" >&2; exit 64 ;;
     esac
   done

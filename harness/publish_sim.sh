@@ -7,7 +7,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TRACES="${TRACES_DIR:-$ROOT/../shared/traces}"
-ARMS="sglang-default,sglang-mixed,sarathi,fairbatching,fairbatching-ft,fairbatching-open"
+ARMS="sglang-default,sglang-mixed,sarathi,fairbatching,fairbatching-arrival,fairbatching-open"
 # The realistic device (what steps really cost: 5% slower than the profile the planner
 # believes, 3% noise, 0.2 ms jitter), never the planner's own model; SGLang's default overlap
 # loop. Tuned stock settings per trace are in results/robustness (scripts/bench_robustness.py).

@@ -159,7 +159,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--slices", default="code,conv")
-    ap.add_argument("--arms", default="sglang-default,sglang-mixed,fairbatching-ft")
+    ap.add_argument("--arms", default="sglang-default,sglang-mixed,fairbatching")
     ap.add_argument("--duration", type=float, default=180.0, help="slice length (trace s)")
     ap.add_argument("--start", type=float, default=None, help="override the slice start (s)")
     ap.add_argument("--rate", type=float, default=None, help="override the rate scale")

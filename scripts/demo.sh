@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash harness/run_ab.sh --backend sim \
   --trace traces/synthetic_code_10min.csv \
-  --arms sglang-default,sglang-mixed,sarathi,fairbatching,fairbatching-ft \
+  --arms sglang-default,sglang-mixed,sarathi,fairbatching,fairbatching-arrival \
   --slo-ttft-ms 1000 --slo-tpot-ms 50 \
   --out runs/demo --force "$@"
 echo

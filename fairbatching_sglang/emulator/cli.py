@@ -19,8 +19,11 @@ def serve(
     ctx: typer.Context,
     arm: Annotated[
         str,
-        typer.Option(help="sglang-default, sglang-mixed, fairbatching or fairbatching-ft."),
-    ] = "fairbatching-ft",
+        typer.Option(
+            help="sglang-default, sglang-mixed, fairbatching (= fairbatching-ft), "
+            "fairbatching-arrival or fairbatching-open."
+        ),
+    ] = "fairbatching",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 30000,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     device_model: Annotated[

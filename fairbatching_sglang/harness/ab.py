@@ -29,6 +29,7 @@ from fairbatching_sglang.harness.capacity import (
     InvalidMeasurement,
     ProbeCache,
     find_capacity,
+    rate_key,
 )
 from fairbatching_sglang.harness.outcome import ArmUnavailable, RunOutcome, rate_dir_name
 
@@ -81,10 +82,15 @@ class AbConfig:
     detail_rate: float | None = None
     keep_probe_records: bool = False
     tune: TuneConfig | None = None
+    # Search the trace's saturation limit on this device (saturation.py) with the capacity
+    # search's settings; every capacity is then also a fraction of it.
+    saturation: bool = False
 
     def __post_init__(self) -> None:
         if self.tune is not None and self.capacity is None:
             raise ValueError("--tune-baselines needs the capacity search (drop --no-capacity)")
+        if self.saturation and self.capacity is None:
+            raise ValueError("--saturation needs the capacity search (drop --no-capacity)")
 
 
 @dataclass
@@ -206,7 +212,9 @@ def pick_detail_rate(results: list[ArmResult], cfg: AbConfig) -> float:
     caps = [r.capacity.get(key) for r in results if key is not None]
     caps = [c for c in caps if c is not None and c > 0]
     if caps:
-        return round(min(caps), 3)
+        # The capacity itself (a probed rate), not a rounding of it: rounding to 3 decimals put
+        # a second run at 6.312 beside the probe at 6.3125.
+        return rate_key(min(caps))
     return cfg.rates[0] if cfg.rates else 1.0
 
 
@@ -350,13 +358,15 @@ def run_ab(
     on_run: Callable[[RunOutcome], None] | None = None,
     prior_runs: dict[str, dict[float, RunOutcome]] | None = None,
     on_progress: Callable[[str], None] | None = None,
+    base_rate_rps: float | None = None,
 ) -> dict[str, Any]:
     """Run every arm, then (cfg.tune) sweep the stock arms' knobs, then every arm and each
     tuned winner again at the common detail rate (records kept).
 
     prior_runs: arm -> rate -> finished outcome (a --resume, see resume.py): those runs are
     reused, not run again; the capacity searches replay them in the same order, so the result
-    is the one an uninterrupted run gives. on_progress: one line per sweep step."""
+    is the one an uninterrupted run gives. on_progress: one line per sweep step.
+    base_rate_rps: the trace's request rate at scale 1 (needed by cfg.saturation)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     describe = getattr(backend, "describe", None)  # optional for test doubles
     index: dict[str, Any] = {**(describe() if describe else {}), **meta}
@@ -372,6 +382,11 @@ def run_ab(
     tuning = tune_baselines(backend, cfg, out_dir, done, on_run, prior_runs, on_progress)
     if tuning:
         index["tuning"] = {n: t.to_dict(cfg.capacity_targets) for n, t in tuning.items()}
+        _write_index(out_dir, index)
+    if cfg.saturation:
+        index["saturation"] = saturation_of(
+            backend, cfg, out_dir, base_rate_rps, resuming=bool(prior_runs), on_progress=on_progress
+        )
         _write_index(out_dir, index)
     detail = pick_detail_rate(results, cfg)
     index["detail_rate"] = detail
@@ -402,6 +417,43 @@ def run_ab(
     }
     _write_index(out_dir, index)
     return index
+
+
+def saturation_of(
+    backend: Backend,
+    cfg: AbConfig,
+    out_dir: Path,
+    base_rate_rps: float | None,
+    *,
+    resuming: bool,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The saturation search of an A/B (or an SLO grid's root), as its ab.json entry."""
+    from fairbatching_sglang.harness.resume import finished_runs
+    from fairbatching_sglang.harness.saturation import (
+        SATURATION_ARM,
+        SATURATION_DIR,
+        run_saturation,
+    )
+
+    if base_rate_rps is None or cfg.capacity is None:
+        raise ValueError("the saturation search needs the trace's base rate and a search")
+    prior = finished_runs(out_dir / SATURATION_DIR, SATURATION_ARM) if resuming else None
+
+    def on_run(o: RunOutcome) -> None:
+        if on_progress is not None:
+            s = o.summary
+            on_progress(
+                f"saturation ({SATURATION_ARM}, SLOs ignored) x{o.rate_scale:.4g}: {o.status}, "
+                f"drain {s.get('drain_s', math.nan):.1f} s, "
+                f"sustained {s.get('sustained_throughput_rps', math.nan):.2f} req/s"
+            )
+
+    try:
+        res = run_saturation(backend, out_dir, cfg.capacity, base_rate_rps, prior, on_run)
+    except Exception as exc:  # the A/B's results stand without the limit
+        return {"error": f"{exc!r}", "limit": None}
+    return res.to_dict()
 
 
 def _prior(runs: dict[float, RunOutcome] | None) -> ArmResult | None:

@@ -60,24 +60,24 @@ ARMS: dict[str, Arm] = {
     "sglang-default": Arm("sglang-default", "sglang-default"),
     "sglang-mixed": Arm("sglang-mixed", "sglang-mixed", server_flags=("--enable-mixed-chunk",)),
     "sarathi": Arm("sarathi", "sarathi"),
-    # The paper's envelope, anchored at arrival: a fast first token banks TTFT slack that later
-    # tokens may spend. Both anchors are explicit so a change of the package default (now
-    # first_token) cannot silently make the two arms the same.
+    # The shipped default configuration: the decode envelope anchored at the first token, which
+    # meets the usual mean-TPOT SLO whenever the envelope holds. The anchor is explicit so a
+    # change of the package default cannot silently make this arm and the arrival arm the same.
     "fairbatching": Arm(
         "fairbatching",
         "fairbatching",
         patched=True,
-        fb_overrides={"decode_deadline_anchor": "arrival"},
-    ),
-    # Decode envelope anchored at the first token: meets the usual mean-TPOT SLO whenever the
-    # envelope holds.
-    "fairbatching-ft": Arm(
-        "fairbatching-ft",
-        "fairbatching",
-        patched=True,
         fb_overrides={"decode_deadline_anchor": "first_token"},
     ),
-    # fairbatching-ft without the closed loop: plans with the profile as given, no online
+    # The paper's envelope, anchored at arrival: a fast first token banks TTFT slack that later
+    # tokens may spend.
+    "fairbatching-arrival": Arm(
+        "fairbatching-arrival",
+        "fairbatching",
+        patched=True,
+        fb_overrides={"decode_deadline_anchor": "arrival"},
+    ),
+    # fairbatching without the closed loop: plans with the profile as given, no online
     # recalibration and no margin (the policy before issue #13; an ablation, not a product).
     "fairbatching-open": Arm(
         "fairbatching-open",
@@ -86,9 +86,15 @@ ARMS: dict[str, Arm] = {
         fb_overrides={"decode_deadline_anchor": "first_token", "closed_loop": None},
     ),
 }
+# Other names an arm answers to. "fairbatching-ft" named the first-token anchor while
+# "fairbatching" meant the arrival anchor (before issue #15); it stays accepted so existing
+# commands and published reports keep working, and resolves to the same configuration under the
+# name it was given (so run directories and report columns keep their names).
+ALIASES: dict[str, str] = {"fairbatching-ft": "fairbatching"}
 STOCK_ARMS = ("sglang-default", "sglang-mixed", "sarathi")
 DEFAULT_ARMS = ("sglang-default", "sglang-mixed", "fairbatching")
 GPU_ARMS = tuple(a for a in ARMS if a != "sarathi")
+ARM_NAMES = (*ARMS, *ALIASES)  # every name --arms / --policy / --arm accepts (besides NAME@N)
 
 
 @dataclass(frozen=True)
@@ -136,9 +142,13 @@ def setting_arm(name: str, value: int) -> Arm:
     )
 
 
-def _resolve(name: str) -> Arm:
+def resolve_arm(name: str) -> Arm:
+    """The arm called `name`: a registered arm, an alias of one, or a stock arm at a setting of
+    its knob ("sarathi@1024"). Raises ValueError naming the known arms otherwise."""
     if name in ARMS:
         return ARMS[name]
+    if name in ALIASES:
+        return dataclasses.replace(ARMS[ALIASES[name]], name=name)
     base, sep, value = name.partition("@")
     if sep and base in KNOBS:
         if value == TUNED:
@@ -153,15 +163,27 @@ def _resolve(name: str) -> Arm:
                 f"arm {name!r}: {base}@N needs an integer N >= 1 ({KNOBS[base].field})"
             ) from exc
     raise ValueError(
-        f"unknown arm {name!r}; known: {', '.join(ARMS)} (and {', '.join(KNOBS)} as NAME@N, "
-        "N = the arm's knob setting)"
+        f"unknown arm {name!r}; known: {', '.join(ARM_NAMES)} (and {', '.join(KNOBS)} as "
+        "NAME@N, N = the arm's knob setting)"
     )
 
 
+def _same_config(a: Arm) -> str:
+    fields = [a.sim_policy, a.server_flags, a.fb_overrides, a.sim_overrides]
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
 def resolve_arms(names: list[str] | tuple[str, ...], backend: str) -> list[Arm]:
-    arms = [_resolve(n) for n in names]
+    """Arms for a run on `backend`; refuses a sim-only arm on a server backend and two names for
+    one configuration (e.g. fairbatching and its alias fairbatching-ft)."""
+    arms = [resolve_arm(n) for n in names]
+    seen: dict[str, str] = {}
+    for a in arms:
+        other = seen.setdefault(_same_config(a), a.name)
+        if other != a.name:
+            raise ValueError(f"arms {other!r} and {a.name!r} are the same configuration; name one")
     if backend in ("gpu", "emulated"):
-        bad = [a.name for a in arms if a.base_name not in GPU_ARMS]
+        bad = [a.name for a in arms if ALIASES.get(a.base_name, a.base_name) not in GPU_ARMS]
         if bad:
             raise ValueError(f"arm(s) {bad} exist only in the simulator")
     return arms

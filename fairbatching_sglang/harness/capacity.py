@@ -3,8 +3,10 @@
 Bracket by doubling (or halving) from a start rate, then bisect until hi/lo - 1 <= rel_tol or the
 probe budget is spent. Attainment is assumed to fall with rate; real curves are noisy, so every
 probe is recorded and the report plots them all. Probes are memoised by rate so the 90% and 99%
-searches of one arm share runs. A probe that is no measurement (InvalidMeasurement, e.g. a
-CPU-starved emulated run) stops that target's search: the result is then a lower bound.
+searches of one arm share runs, and every rate is keyed at RATE_DECIMALS so no two probes differ
+only by rounding (a probe at 6.3125 is reused, never re-run at 6.312). A probe that is no
+measurement (InvalidMeasurement, e.g. a CPU-starved emulated run) stops that target's search: the
+result is then a lower bound.
 """
 
 from __future__ import annotations
@@ -12,14 +14,44 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+RATE_DECIMALS = 6  # the one rounding of a probed rate (cache keys, detail rate, reports)
+
+
+def rate_key(rate: float) -> float:
+    """A probed rate as stored and compared: bisection midpoints of two searches, a detail rate
+    taken from a capacity, and a resumed probe all land on the same key."""
+    return round(float(rate), RATE_DECIMALS)
+
 
 @dataclass(frozen=True)
 class CapacityConfig:
+    """min_rate / max_rate: the search's floor and ceiling (rate scales); a capacity below the
+    floor is reported as None ("fails even at min_rate"), one above the ceiling as max_rate with
+    no upper bound. Lower the floor for traces that are already far above a device's capacity."""
+
     start_rate: float = 1.0
     rel_tol: float = 0.02
     max_probes: int = 14  # per target, shared cache aside
     min_rate: float = 1.0 / 64
     max_rate: float = 256.0
+
+    def __post_init__(self) -> None:
+        # Field names match the CLI flags (--min-rate etc.), so the message names the flag.
+        if not self.min_rate > 0:
+            raise ValueError(f"min_rate must be > 0, got {self.min_rate:g}")
+        if not self.max_rate >= self.min_rate:
+            raise ValueError(
+                f"max_rate ({self.max_rate:g}) must be >= min_rate ({self.min_rate:g})"
+            )
+        if not self.min_rate <= self.start_rate <= self.max_rate:
+            raise ValueError(
+                f"start_rate {self.start_rate:g} is outside [min_rate {self.min_rate:g}, "
+                f"max_rate {self.max_rate:g}]"
+            )
+        if self.rel_tol < 0:
+            raise ValueError(f"rel_tol must be >= 0, got {self.rel_tol:g}")
+        if self.max_probes < 1:
+            raise ValueError(f"max_probes must be >= 1, got {self.max_probes}")
 
 
 class InvalidMeasurement(Exception):
@@ -66,7 +98,7 @@ class ProbeCache:
         self.invalid: dict[float, str] = {}
 
     def __call__(self, rate: float) -> float:
-        rate = round(rate, 6)  # bisection midpoints of the two searches can coincide
+        rate = rate_key(rate)  # bisection midpoints of the two searches can coincide
         if rate in self.invalid:
             raise InvalidMeasurement(rate, self.invalid[rate])
         if rate not in self.probes:

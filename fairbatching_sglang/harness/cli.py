@@ -93,8 +93,9 @@ def ab(
         str,
         typer.Option(
             help="Comma-separated arms: sglang-default, sglang-mixed, sarathi (sim only), "
-            "fairbatching, fairbatching-ft; a stock arm at another setting of its knob as "
-            "NAME@N (sglang-*: chunked_prefill_size, sarathi: token budget), e.g. sarathi@1024."
+            "fairbatching (the shipped default; fairbatching-ft is the same), "
+            "fairbatching-arrival, fairbatching-open; a stock arm at another setting of its knob "
+            "as NAME@N (sglang-*: chunked_prefill_size, sarathi: token budget), e.g. sarathi@1024."
         ),
     ] = "sglang-default,sglang-mixed,fairbatching",
     backend: Annotated[
@@ -132,6 +133,14 @@ def ab(
         ),
     ] = "",
     capacity: Annotated[bool, typer.Option(help="Search each arm's capacity.")] = True,
+    saturation: Annotated[
+        bool | None,
+        typer.Option(
+            help="Also search the trace's saturation limit on this device (SLOs ignored; "
+            "harness/saturation.py) and show every capacity as a fraction of it. Default: on "
+            "for --backend sim with the capacity search, off on a server (more probes)."
+        ),
+    ] = None,
     targets: Annotated[
         str,
         typer.Option(
@@ -147,6 +156,16 @@ def ab(
     max_probes: Annotated[
         int, typer.Option(callback=chk.at_least(1), help="Probe budget per target (>= 1).")
     ] = 14,
+    min_rate: Annotated[
+        float,
+        typer.Option(
+            callback=chk.positive,
+            help="Floor of the search (rate scale > 0): a capacity below it is reported as none.",
+        ),
+    ] = 1.0 / 64,
+    max_rate: Annotated[
+        float, typer.Option(callback=chk.positive, help="Ceiling of the search (rate scale).")
+    ] = 256.0,
     detail_rate: Annotated[
         float | None,
         typer.Option(
@@ -182,6 +201,15 @@ def ab(
     slo_tpot_ms: Annotated[float, typer.Option(callback=chk.positive, help="TPOT SLO (ms).")] = (
         50.0
     ),
+    slo_grid: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the A/B at every cell of an SLO grid instead of at --slo-ttft-ms / "
+            "--slo-tpot-ms: 'ttft=300,1000,3000 tpot=25,50,100' (ms). One A/B directory per "
+            "cell under --out, the saturation limit once, and a grid report with the verdict "
+            "per cell and a heatmap (harness/slo_grid.py)."
+        ),
+    ] = None,
     profile: Annotated[
         str,
         typer.Option(
@@ -193,6 +221,7 @@ def ab(
     start_s: Annotated[float | None, typer.Option("--start", help="Window start (s).")] = None,
     duration_s: Annotated[float | None, typer.Option("--duration", help="Window (s).")] = None,
     max_rows: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
+    spread_buckets_s: chk.SpreadBucketsOpt = None,
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
     # Measured backends (gpu, emulated)
     model: Annotated[str | None, typer.Option(help="GPU: --model-path for the server.")] = None,
@@ -270,6 +299,8 @@ def ab(
     Exit codes: 0 done; 1 some arm has no result (every one of its runs failed); 2 bad options
     or inputs (incl. a refused --out); 130 interrupted (finished runs kept: rerun with --resume).
     """
+    import dataclasses
+
     from rich.console import Console
 
     from fairbatching_sglang import __version__
@@ -277,7 +308,6 @@ def ab(
     from fairbatching_sglang.harness.ab import AbConfig, all_arm_names, failed_arms, run_ab
     from fairbatching_sglang.harness.ab_identity import ab_config_fields, backend_identity
     from fairbatching_sglang.harness.arms import resolve_arms
-    from fairbatching_sglang.harness.capacity import CapacityConfig
     from fairbatching_sglang.harness.gpu_backend import gpu_name
     from fairbatching_sglang.harness.measured_backend import MeasuredBackend
     from fairbatching_sglang.harness.measured_cli import (
@@ -295,7 +325,9 @@ def ab(
     from fairbatching_sglang.harness.outcome import RunOutcome
     from fairbatching_sglang.harness.preflight import PreflightError
     from fairbatching_sglang.harness.resume import count_finished, finished_by_arm
+    from fairbatching_sglang.harness.run_config import profile_identity, table_identity
     from fairbatching_sglang.harness.sim_backend import SimBackend
+    from fairbatching_sglang.harness.slo_grid import parse_slo_grid
     from fairbatching_sglang.harness.starvation import StarvationThresholds
     from fairbatching_sglang.profiles import ProfileError, load_profile
     from fairbatching_sglang.report import write_report
@@ -316,19 +348,31 @@ def ab(
     )
     try:
         table = load_trace(
-            trace, trace_format, start_s=start_s, duration_s=duration_s, max_rows=max_rows
+            trace,
+            trace_format,
+            start_s=start_s,
+            duration_s=duration_s,
+            max_rows=max_rows,
+            spread_buckets_s=spread_buckets_s,
         )
         prof = load_profile(profile)
-        slo = SloTable(SloTargets(slo_ttft_ms, slo_tpot_ms))
+        grid = parse_slo_grid(slo_grid) if slo_grid is not None else None
         cfg = AbConfig(
             arms=tuple(a.name for a in arm_list),
             rates=_floats(rates),
             capacity_targets=_floats(targets),
-            capacity=CapacityConfig(start_rate=start_rate, rel_tol=rel_tol, max_probes=max_probes)
+            capacity=chk.capacity_search(
+                start_rate=start_rate,
+                rel_tol=rel_tol,
+                max_probes=max_probes,
+                min_rate=min_rate,
+                max_rate=max_rate,
+            )
             if capacity
-            else None,
+            else None,  # type: ignore[arg-type]
             detail_rate=detail_rate,
             tune=tune,
+            saturation=(kind == "sim" and capacity) if saturation is None else saturation,
         )
     except (TraceError, ProfileError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -349,54 +393,52 @@ def ab(
             ),
         )  # fmt: skip
     out_dir = out or Path("runs") / f"ab-{kind}-{trace.stem}"
-    fields = ab_config_fields(
-        table=table,
-        window={"format": trace_format, "start": start_s, "duration": duration_s,
-                "max_rows": max_rows},
-        slo=slo, profile=prof, device_model=device_model,
-        backend=backend_identity(kind, sim_overlap_schedule, opts), cfg=cfg,
-    )  # fmt: skip
-    be: SimBackend | MeasuredBackend
-    if opts is None:
-        from fairbatching_sglang.profiles.device_spec import parse_device_model
-        from fairbatching_sglang.sim.config import SimConfig
+    window = {"format": trace_format, "start": start_s, "duration": duration_s,
+              "spread_buckets_s": spread_buckets_s, "max_rows": max_rows}  # fmt: skip
+    base_rate_rps = table.num_requests / max(table.span_s, 1e-9)
+    if opts is not None and (warning := warn_without_gpu(opts)) is not None:
+        typer.echo(warning, err=True)
 
-        sim_cfg = SimConfig(overlap_schedule=sim_overlap_schedule)
-        be = SimBackend(
-            table, prof, slo, sim_cfg, command, device_model=parse_device_model(device_model)
-        )
-    else:
-        if (warning := warn_without_gpu(opts)) is not None:
-            typer.echo(warning, err=True)
+    def make_backend(slo: SloTable) -> SimBackend | MeasuredBackend:
+        if opts is None:
+            from fairbatching_sglang.profiles.device_spec import parse_device_model
+            from fairbatching_sglang.sim.config import SimConfig
+
+            sim_cfg = SimConfig(overlap_schedule=sim_overlap_schedule)
+            return SimBackend(
+                table, prof, slo, sim_cfg, command, device_model=parse_device_model(device_model)
+            )
         try:
-            be = build_measured_backend(opts, table, slo, command)
+            return build_measured_backend(opts, table, slo, command)
         except OptionError as exc:
             raise typer.BadParameter(str(exc)) from exc
-    try:  # every option checked, no server started yet: only now may --force delete anything
-        resumed = prepare_out_dir(out_dir, AB_LAYOUT, fields, resume=resume, force=force)
-    except OutDirError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    if isinstance(be, MeasuredBackend):
-        try:
-            sglang_versions = be.preflight(arm_list)  # before any server starts
-        except PreflightError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from exc
-    meta = {
-        "command": command,
-        "versions": {"fairbatching_sglang": __version__, "python": platform.python_version()},
-        "profile": prof.name if kind == "sim" else profile,
-        "label": be.label,
-        "slo": {"ttft_slo_ms": slo_ttft_ms, "tpot_slo_ms": slo_tpot_ms},
-        "trace": {
-            "source": str(table.source),
-            "num_requests": table.num_requests,
-            "span_s": table.span_s,
-            "transformations": list(table.transformations),
-        },
-        **manifest_fields(fields),
-    }
+
+    def base_meta(be: SimBackend | MeasuredBackend) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "command": command,
+            "versions": {"fairbatching_sglang": __version__, "python": platform.python_version()},
+            "profile": prof.name if kind == "sim" else profile,
+            "label": be.label,
+            "trace": {
+                "source": str(table.source),
+                "num_requests": table.num_requests,
+                "span_s": table.span_s,
+                "transformations": list(table.transformations),
+            },
+        }
+        if kind == "emulated":
+            meta["device_model"] = be.recipe.describe()["device_model"]  # type: ignore[union-attr]
+        return meta
+
+    sglang_versions: dict[str, str] = {}
+
+    def preflight(be: SimBackend | MeasuredBackend) -> None:
+        if isinstance(be, MeasuredBackend) and not sglang_versions:
+            try:
+                sglang_versions.update(be.preflight(arm_list))  # before any server starts
+            except PreflightError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from exc
 
     def on_run(o: RunOutcome) -> None:
         s = o.summary
@@ -407,28 +449,150 @@ def ab(
             + (f" ({(o.error or '').splitlines()[0]})" if o.error else "")
         )
 
-    if kind != "sim":
-        meta["versions"]["sglang"] = sorted(set(sglang_versions.values()))
-        meta["interpreters"] = sorted(sglang_versions)
-    if kind == "emulated":
-        meta["device_model"] = be.recipe.describe()["device_model"]
-    names = all_arm_names(cfg, be.setting) if isinstance(be, SimBackend) else list(cfg.arms)
-    prior = finished_by_arm(out_dir, names) if resumed else None
-    if prior:
-        n = sum(len(v) for v in prior.values())
-        console.print(f"resuming {out_dir}: {n} finished run(s) reused")
-    try:
-        with console.status(f"A/B on {table.num_requests} requests ({be.label})"):
-            index = run_ab(be, arm_list, cfg, out_dir, meta, on_run, prior, console.print)
-    except KeyboardInterrupt:
+    def interrupted(where: Path) -> typer.Exit:
         typer.echo(
-            f"interrupted: {count_finished(out_dir)} finished run(s) kept in {out_dir}; "
+            f"interrupted: {count_finished(where)} finished run(s) kept in {where}; "
             "the same command with --resume continues",
             err=True,
         )
-        raise typer.Exit(130) from None
-    report = write_report(out_dir, title)
-    console.print(f"report: {report}")
-    if bad := failed_arms(index):
-        typer.echo(f"error: no run of arm(s) {', '.join(bad)} succeeded (see {report})", err=True)
+        return typer.Exit(130)
+
+    def run_cell(
+        slo: SloTable, cell_out: Path, cell_cfg: AbConfig, cell_resume: bool, cell_force: bool,
+        extra_meta: dict[str, Any],
+    ) -> tuple[dict[str, Any], Path]:  # fmt: skip
+        """One A/B at one SLO into cell_out (the whole run, or one cell of --slo-grid)."""
+        fields = ab_config_fields(
+            table=table, window=window, slo=slo, profile=prof, device_model=device_model,
+            backend=backend_identity(kind, sim_overlap_schedule, opts), cfg=cell_cfg,
+        )  # fmt: skip
+        be = make_backend(slo)
+        try:  # every option checked, no server started yet: only now may --force delete
+            resumed = prepare_out_dir(
+                cell_out, AB_LAYOUT, fields, resume=cell_resume, force=cell_force
+            )
+        except OutDirError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        preflight(be)
+        meta = {
+            **base_meta(be),
+            "slo": {"ttft_slo_ms": slo.default.ttft_slo_ms, "tpot_slo_ms": slo.default.tpot_slo_ms},
+            **manifest_fields(fields),
+            **extra_meta,
+        }
+        if kind != "sim":
+            meta["versions"]["sglang"] = sorted(set(sglang_versions.values()))
+            meta["interpreters"] = sorted(sglang_versions)
+        names = (
+            all_arm_names(cell_cfg, be.setting)
+            if isinstance(be, SimBackend)
+            else list(cell_cfg.arms)
+        )
+        prior = finished_by_arm(cell_out, names) if resumed else None
+        if prior:
+            n = sum(len(v) for v in prior.values())
+            console.print(f"resuming {cell_out}: {n} finished run(s) reused")
+        try:
+            with console.status(f"A/B on {table.num_requests} requests ({be.label})"):
+                index = run_ab(
+                    be, arm_list, cell_cfg, cell_out, meta, on_run, prior, console.print,
+                    base_rate_rps=base_rate_rps,
+                )  # fmt: skip
+        except KeyboardInterrupt:
+            raise interrupted(cell_out) from None
+        report = write_report(cell_out, title)
+        console.print(f"report: {report}")
+        return index, report
+
+    if grid is None:
+        index, report = run_cell(
+            SloTable(SloTargets(slo_ttft_ms, slo_tpot_ms)), out_dir, cfg, resume, force, {}
+        )
+        if bad := failed_arms(index):
+            typer.echo(
+                f"error: no run of arm(s) {', '.join(bad)} succeeded (see {report})", err=True
+            )
+            raise typer.Exit(1)
+        return
+    _run_grid(
+        grid, out_dir, cfg, resume, force, title, run_cell, make_backend, base_meta, preflight,
+        base_rate_rps, console, interrupted,
+        {"table": table_identity(table, **window), "arms": list(cfg.arms),
+         "profile": profile_identity(prof), "device_model": device_model,
+         "backend": backend_identity(kind, sim_overlap_schedule, opts),
+         "runs": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "arms"}},
+    )  # fmt: skip
+
+
+def _run_grid(
+    grid: Any, root: Path, cfg: Any, resume: bool, force: bool, title: str | None,
+    run_cell: Any, make_backend: Any, base_meta: Any, preflight: Any, base_rate_rps: float,
+    console: Any, interrupted: Any, fields: dict[str, Any],
+) -> None:  # fmt: skip
+    """--slo-grid: the saturation limit once at the root, then one A/B per cell, then the grid
+    report. Exit 1 when some arm has no result in some cell."""
+    import dataclasses
+
+    from fairbatching_sglang.core import SloTable, SloTargets
+    from fairbatching_sglang.harness.ab import failed_arms, saturation_of
+    from fairbatching_sglang.harness.out_dir import OutDirError, manifest_fields, prepare_out_dir
+    from fairbatching_sglang.harness.slo_grid import (
+        GRID_LAYOUT,
+        cell_dir_name,
+        write_grid_manifest,
+    )
+    from fairbatching_sglang.report.slo_grid_report import write_grid_report
+
+    fields = {**fields, "slo_grid": grid.to_dict()}
+    try:
+        resumed = prepare_out_dir(root, GRID_LAYOUT, fields, resume=resume, force=force)
+    except OutDirError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    root.mkdir(parents=True, exist_ok=True)
+    first = grid.cells()[0]
+    be = make_backend(SloTable(SloTargets(*first)))
+    preflight(be)
+    doc: dict[str, Any] = {
+        **base_meta(be),
+        "backend": be.kind,
+        "arms": list(cfg.arms),
+        "cells": [list(c) for c in grid.cells()],
+        "slo_grid": grid.to_dict(),
+        "device_model": fields["device_model"],
+        **manifest_fields(fields),
+        "complete": False,
+    }
+    write_grid_manifest(root, doc)
+    saturation: dict[str, Any] | None = None
+    if cfg.saturation:
+        try:
+            saturation = saturation_of(
+                be, cfg, root, base_rate_rps, resuming=resumed, on_progress=console.print
+            )
+        except KeyboardInterrupt:
+            raise interrupted(root) from None
+        doc["saturation"] = saturation
+        write_grid_manifest(root, doc)
+    cell_cfg = dataclasses.replace(cfg, saturation=False)  # searched once, above
+    bad: list[str] = []
+    for i, (ttft, tpot) in enumerate(grid.cells(), 1):
+        name = cell_dir_name(ttft, tpot)
+        console.print(
+            f"[bold]SLO cell {i}/{len(grid.cells())}[/]: TTFT {ttft:g} ms, TPOT {tpot:g} ms"
+        )
+        cell = root / name
+        extra = {"slo_grid_root": str(root), **({"saturation": saturation} if saturation else {})}
+        index, _ = run_cell(
+            SloTable(SloTargets(ttft, tpot)), cell, cell_cfg,
+            resumed and cell.exists() and any(cell.iterdir()), False, extra,
+        )  # fmt: skip
+        bad += [f"{name}:{a}" for a in failed_arms(index)]
+    doc["complete"] = True
+    write_grid_manifest(root, doc)
+    report = write_grid_report(root, title)
+    console.print(f"grid report: {report}")
+    if bad:
+        typer.echo(f"error: no run of {', '.join(bad)} succeeded (see {report})", err=True)
         raise typer.Exit(1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
@@ -89,3 +90,34 @@ def count_list(text: str) -> str:
         if n < 1:
             raise typer.BadParameter(f"{n} must be >= 1")
     return text
+
+
+def capacity_search(**fields: float) -> object:
+    """A CapacityConfig from the search flags; a contradiction between them (floor above the
+    ceiling, a start outside them) is a BadParameter naming the flags (--min-rate, ...)."""
+    import re
+
+    from fairbatching_sglang.harness.capacity import CapacityConfig
+
+    try:
+        return CapacityConfig(**fields)  # type: ignore[arg-type]
+    except ValueError as exc:
+        named = re.sub(
+            r"\b(start_rate|min_rate|max_rate|rel_tol|max_probes)\b",
+            lambda m: "--" + m.group(1).replace("_", "-"),
+            str(exc),
+        )
+        raise typer.BadParameter(named) from exc
+
+
+# The one --spread-buckets-s of simulate, ab and cluster (trace convert has its own, with --seed).
+SpreadBucketsOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--spread-buckets-s",
+        callback=optional_positive,
+        help="Spread arrivals uniformly inside buckets of N s (seeded, order kept), for traces "
+        "that round timestamps (Mooncake conversation / tool-agent: 3). The loader warns when "
+        "a trace looks bucketed.",
+    ),
+]

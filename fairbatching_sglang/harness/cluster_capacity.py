@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fairbatching_sglang.core import SloTable
-from fairbatching_sglang.harness.arms import ARMS
+from fairbatching_sglang.harness.arms import resolve_arms
 from fairbatching_sglang.harness.capacity import CapacityConfig, ProbeCache, find_capacity
 from fairbatching_sglang.harness.pool import run_all
 from fairbatching_sglang.harness.probe_store import load_probes, probe_dir, save_probe
@@ -81,7 +81,7 @@ class ClusterJob:
 
 
 def _probe(job: ClusterJob, rate: float) -> dict[str, Any]:
-    arm = ARMS[job.arm]
+    (arm,) = resolve_arms([job.arm], "sim")
     res = run_cluster_simulation(
         job.table,
         arm.sim_policy,
@@ -90,7 +90,7 @@ def _probe(job: ClusterJob, rate: float) -> dict[str, Any]:
         router_config=job.router.config,
         slo_table=job.slo_table,
         rate_scale=rate,
-        sim_config=job.sim_config,
+        sim_config=dataclasses.replace(job.sim_config, **arm.sim_overrides),
         fairbatching_config=arm.fairbatching_config(),
         replica_profiles=job.replica_profiles,
         device_model=job.device_model,
@@ -196,9 +196,7 @@ def run_cluster_capacity(
         if not mix:
             raise ValueError("replica_profiles: empty mix")
         replicas = [len(mix)]
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        raise ValueError(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+    arm_objs = resolve_arms(list(arms), "sim")  # raises naming the known arms
     capacity = capacity or CapacityConfig()
     out_dir.mkdir(parents=True, exist_ok=True)
     index = {
@@ -206,7 +204,7 @@ def run_cluster_capacity(
         "replicas": list(replicas),
         "replica_profiles": [p.name for p in mix] if mix is not None else None,
         "routers": {v.label: dataclasses.asdict(v.config) for v in routers},
-        "arms": {a: dataclasses.asdict(ARMS[a]) for a in arms},
+        "arms": {a.name: dataclasses.asdict(a) for a in arm_objs},
         "targets": list(targets),
         "capacity_search": dataclasses.asdict(capacity),
         "sim_config": dataclasses.asdict(sim_config),

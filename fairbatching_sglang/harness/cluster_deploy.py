@@ -47,7 +47,8 @@ import httpx
 import typer
 
 from fairbatching_sglang import __version__
-from fairbatching_sglang.harness.arms import ARMS, Arm, resolve_arms
+from fairbatching_sglang.harness.arms import Arm, resolve_arm, resolve_arms
+from fairbatching_sglang.harness.cli_checks import SpreadBucketsOpt
 from fairbatching_sglang.harness.replica_attribution import LOG_REQUEST_FLAGS
 from fairbatching_sglang.harness.server import (
     ManagedProcess,
@@ -111,7 +112,7 @@ class ClusterConfig:
         if self.router not in ROUTERS:
             raise ValueError(f"unknown router {self.router!r}; known: {', '.join(ROUTERS)}")
         resolve_arms([self.arm], "gpu")  # raises on an unknown or sim-only arm
-        if self.router == FB_ROUTER and not ARMS[self.arm].is_fairbatching:
+        if self.router == FB_ROUTER and not resolve_arm(self.arm).is_fairbatching:
             raise ValueError(
                 f"--router {FB_ROUTER} routes by the FairBatching admission budget, which only "
                 f"FairBatching replicas publish; arm {self.arm!r} is stock SGLang"
@@ -146,7 +147,7 @@ class ClusterConfig:
 
     @property
     def arm_obj(self) -> Arm:
-        return ARMS[self.arm]
+        return resolve_arm(self.arm)
 
     def replica_gpus(self, k: int) -> tuple[str, ...]:
         ids = self.gpus or tuple(str(i) for i in range(self.num_replicas * self.per_replica))
@@ -536,6 +537,7 @@ def main(
     start_s: Annotated[float | None, typer.Option("--start", help="Window start (s).")] = None,
     duration_s: Annotated[float | None, typer.Option("--duration", help="Window (s).")] = None,
     max_rows: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
+    spread_buckets_s: SpreadBucketsOpt = None,
     request_timeout_s: Annotated[float, typer.Option(help="Per-request timeout (s).")] = 600.0,
     health_timeout_s: Annotated[
         float | None,
@@ -550,7 +552,7 @@ def main(
     ),
 ) -> None:
     """Start REPLICAS SGLang servers behind ROUTER, replay TRACE against it, write the run dir."""
-    arm_name = arm or ("fairbatching-ft" if router == FB_ROUTER else "sglang-mixed")
+    arm_name = arm or ("fairbatching" if router == FB_ROUTER else "sglang-mixed")
     emulated = backend == "emulated"
     if python is None:
         python = str(venv / "bin/python") if venv is not None else None
@@ -635,7 +637,12 @@ def main(
 
     try:
         table = load_trace(
-            trace, trace_format, start_s=start_s, duration_s=duration_s, max_rows=max_rows
+            trace,
+            trace_format,
+            start_s=start_s,
+            duration_s=duration_s,
+            max_rows=max_rows,
+            spread_buckets_s=spread_buckets_s,
         )
     except (TraceError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -44,7 +44,7 @@ def _any_of(*names: str) -> Callable[[Path], bool]:
 
 
 def _ab_owned(p: Path) -> bool:
-    if p.name in ("ab.json", "report.md", "plots") or p.suffix == ".csv":
+    if p.name in ("ab.json", "report.md", "plots", "saturation") or p.suffix == ".csv":
         return True
     # An arm directory: runs (x<rate>/) or a capacity file; whatever its name, the report reads it.
     return p.is_dir() and (

@@ -10,6 +10,12 @@ tpot_slo_ms, token_times_ms (list of absolute token times, ms). Definitions:
   TTFT <= ttft_slo and TPOT <= tpot_slo. Envelope attainment: every token j by
   arrival + ttft_slo + j * tpot_slo (the deadline FairBatching schedules against).
 - Goodput: requests meeting both SLOs per second of trace span (DistServe's definition).
+- throughput_rps: completed requests per second of trace span, i.e. the offered rate when all
+  complete (it cannot show saturation). makespan_s: first arrival to last finish;
+  sustained_throughput_rps / sustained_output_tokens_per_s: completions (output tokens) per
+  second of makespan, which fall below the offered rate once the device cannot keep up.
+- drain_s: makespan - arrival span, how long the run took past its last arrival; it grows with
+  the backlog once the device does not keep up (harness/saturation.py).
 """
 
 from __future__ import annotations
@@ -85,6 +91,22 @@ def _pcts(values: pd.Series | np.ndarray, prefix: str) -> dict[str, float]:
     return out
 
 
+def _sustained(records: pd.DataFrame, ok: pd.Series) -> dict[str, float]:
+    if not len(records) or not ok.any():
+        nan = float("nan")
+        return {"makespan_s": nan, "sustained_throughput_rps": nan,
+                "sustained_output_tokens_per_s": nan, "drain_s": nan}  # fmt: skip
+    start_ms = float(records["arrival_ms"].min())
+    makespan_s = max((float(records.loc[ok, "finish_ms"].max()) - start_ms) / 1000.0, 1e-9)
+    arrival_span_s = (float(records["arrival_ms"].max()) - start_ms) / 1000.0
+    return {
+        "makespan_s": makespan_s,
+        "sustained_throughput_rps": float(ok.sum()) / makespan_s,
+        "sustained_output_tokens_per_s": float(records.loc[ok, "output_tokens"].sum()) / makespan_s,
+        "drain_s": makespan_s - arrival_span_s,
+    }
+
+
 def summarize(records: pd.DataFrame, span_s: float | None = None) -> dict[str, float]:
     """Headline metrics of one run. span_s: the trace span for rates (default: arrivals' span)."""
     lat = request_latencies(records)
@@ -110,6 +132,7 @@ def summarize(records: pd.DataFrame, span_s: float | None = None) -> dict[str, f
         "goodput_tokens_per_s": out_tokens_met / span_s,
         "throughput_rps": float(ok.sum()) / span_s,
     }
+    summary.update(_sustained(records, ok))
     summary.update(_pcts(lat["ttft_ms"], "ttft_ms"))
     summary.update(_pcts(lat["tpot_ms"], "tpot_ms"))
     summary.update(_pcts(itl_values(records[ok]), "itl_ms"))

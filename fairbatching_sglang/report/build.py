@@ -64,6 +64,34 @@ def _tuning_lines(data: AbData, tuned: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _saturation_lines(data: AbData) -> list[str]:
+    """The device's saturation limit (harness/saturation.py), when the A/B searched it."""
+    sat = data.index.get("saturation")
+    if not sat:
+        return []
+    lines = ["## Saturation limit (the device, SLOs ignored)", ""]
+    if sat.get("error") or sat.get("limit") is None:
+        why = sat.get("error") or f"not found (bound {sat.get('bound')}: {sat.get('note')})"
+        return [*lines, f"Not available: {why}.", ""]
+    upper = sat.get("upper")
+    lines += [
+        f"Limit **x{sat['limit']:.4g}** of the trace's rate "
+        f"({sat['offered_rps_at_limit']:.3g} req/s offered"
+        + (f"; x{upper:.4g} was not sustained" if upper else "; the search ceiling held")
+        + f"). Highest completion rate any probe measured: {sat['sustained_rps']:.3g} req/s. "
+        f"Arm-independent: searched with one fixed schedule, `{sat['arm']}` (within ~1-4% of "
+        "the other schedules' throughput, see harness/saturation.py), SLOs ignored; a rate is "
+        "sustained when the run ends no later after its last arrival than a low-load reference run "
+        f"(x{sat['reference_rate']:.4g}, {sat['reference_drain_s'] or float('nan'):.1f} s) "
+        f"plus {sat['drain_tol']:.0%} of its span, i.e. its backlog did not grow "
+        "(harness/saturation.py). `of_limit_at_T` above = capacity / limit: how much of what the "
+        "device can do at all each arm delivers within the SLOs. Probes: "
+        "`saturation/saturation.json`.",
+        "",
+    ]
+    return lines
+
+
 def _ratio_lines(data: AbData, ratios: pd.DataFrame, rate: float | None) -> list[str]:
     """Headline ratios against the best stock arm, then against every other stock arm."""
     best = best_stock_arm(data)
@@ -153,6 +181,7 @@ def write_report(root: Path, title: str | None = None) -> Path:
         "`unknown`: no valid passing probe; ratios involving either are left out.",
         "",
         to_markdown(cap),
+        *_saturation_lines(data),
         *_tuning_lines(data, tuned),
         *_ratio_lines(data, ratios, rate),
     ]

@@ -17,6 +17,8 @@ ATTAINMENT_KEYS = (
     "envelope_attainment",
     "goodput_rps",
     "throughput_rps",
+    "sustained_throughput_rps",
+    "makespan_s",
     "num_failed",
 )
 
@@ -88,9 +90,17 @@ def detail_table(data: AbData, rate: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def saturation_limit(data: AbData) -> float | None:
+    """The A/B's saturation limit (rate scale), None when it was not searched or not found."""
+    limit = (data.index.get("saturation") or {}).get("limit")
+    return float(limit) if limit else None
+
+
 def capacity_table(data: AbData) -> pd.DataFrame:
     """bound_at_T: "found", or "lower" / "unknown" when the search stopped at an invalid probe
-    (then capacity_at_T is only a lower bound, or missing); note says where and why."""
+    (then capacity_at_T is only a lower bound, or missing); note says where and why.
+    of_limit_at_T: the capacity as a fraction of the saturation limit (when searched)."""
+    limit = saturation_limit(data)
     rows = []
     for arm in data.arms:
         doc = data.capacity.get(arm, {})
@@ -106,6 +116,11 @@ def capacity_table(data: AbData) -> pd.DataFrame:
                 "bound_at_0.9": bounds.get("0.9", "found" if "0.9" in caps else None),
                 "capacity_at_0.99": caps.get("0.99"),
                 "bound_at_0.99": bounds.get("0.99", "found" if "0.99" in caps else None),
+                **(
+                    {f"of_limit_at_{t}": _ratio(caps.get(t), limit) for t in ("0.9", "0.99")}
+                    if limit is not None
+                    else {}
+                ),
                 "num_probes": len(doc.get("probes", [])),
                 "note": "; ".join(
                     f"{t}: stopped at invalid x{n['invalid_rate']:g}" for t, n in notes.items()

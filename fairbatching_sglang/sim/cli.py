@@ -16,7 +16,11 @@ from fairbatching_sglang.profiles.device_spec import DEFAULT_DEVICE_MODEL
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-POLICY_HELP = "sglang-default | sglang-mixed | sarathi | fairbatching"
+POLICY_HELP = (
+    "An arm, the same names as `ab --arms`: sglang-default | sglang-mixed | sarathi | "
+    "fairbatching (the shipped default, first-token anchor; fairbatching-ft is the same) | "
+    "fairbatching-arrival | fairbatching-open | NAME@N (a stock arm at a knob setting)"
+)
 
 
 def count_progress(*, transient: bool = True) -> Progress:
@@ -82,7 +86,11 @@ def simulate(
     start_s: Annotated[float | None, typer.Option("--start", help="Window start (s).")] = None,
     duration_s: Annotated[float | None, typer.Option("--duration", help="Window (s).")] = None,
     max_rows: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
-    chunked_prefill_size: Annotated[int, typer.Option(help="SGLang chunked_prefill_size.")] = 8192,
+    spread_buckets_s: chk.SpreadBucketsOpt = None,
+    chunked_prefill_size: Annotated[
+        int | None,
+        typer.Option(help="SGLang chunked_prefill_size (default 8192, or the arm's @N)."),
+    ] = None,
     max_running_requests: Annotated[
         int | None,
         typer.Option(
@@ -90,16 +98,22 @@ def simulate(
             "capacity and context length)."
         ),
     ] = None,
-    sarathi_token_budget: Annotated[int, typer.Option(help="Sarathi token budget.")] = 2048,
+    sarathi_token_budget: Annotated[
+        int | None, typer.Option(help="Sarathi token budget (default 2048, or sarathi@N's).")
+    ] = None,
     step_overhead_ms: Annotated[
         float, typer.Option(callback=chk.non_negative, help="CPU overhead per step (ms).")
     ] = 0.5,
     fb_anchor: Annotated[
-        str, typer.Option(help="FairBatching decode envelope anchor: arrival | first_token.")
-    ] = "first_token",
+        str | None,
+        typer.Option(
+            help="FairBatching decode envelope anchor: arrival | first_token (default: the "
+            "arm's; fairbatching-arrival is the arrival anchor)."
+        ),
+    ] = None,
     fb_late_order: Annotated[
-        str, typer.Option(help="FairBatching late prefills: edf | deprioritize.")
-    ] = "edf",
+        str | None, typer.Option(help="FairBatching late prefills: edf | deprioritize.")
+    ] = None,
     fast_forward: Annotated[bool, typer.Option(help="Price decode-only runs in closed form.")] = (
         True
     ),
@@ -116,6 +130,7 @@ def simulate(
     import dataclasses
 
     from fairbatching_sglang.core import FairBatchingConfig, SloTable, SloTargets
+    from fairbatching_sglang.harness.arms import resolve_arm
     from fairbatching_sglang.harness.out_dir import (
         SIM_RUN_LAYOUT,
         OutDirError,
@@ -128,27 +143,43 @@ def simulate(
     from fairbatching_sglang.profiles.device_spec import parse_device_model
     from fairbatching_sglang.sim.config import SimConfig
     from fairbatching_sglang.sim.runner import run_simulation
-    from fairbatching_sglang.sim.schedulers import POLICY_NAMES
     from fairbatching_sglang.workload import TraceError, load_trace
 
-    if policy not in POLICY_NAMES:
-        raise typer.BadParameter(
-            f"unknown policy {policy!r}; choose from {', '.join(POLICY_NAMES)}"
-        )
+    try:
+        arm = resolve_arm(policy)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--policy") from exc
+    knob_opts = {"chunked_prefill_size": chunked_prefill_size,
+                 "sarathi_token_budget": sarathi_token_budget}  # fmt: skip
+    for knob_field, value in arm.sim_overrides.items():
+        if knob_opts.get(knob_field) is not None and knob_opts[knob_field] != value:
+            flag = "--" + knob_field.replace("_", "-")
+            raise typer.BadParameter(
+                f"--policy {policy} sets {knob_field}={value}; {flag} {knob_opts[knob_field]} "
+                "contradicts it (give one)"
+            )
+    knobs = {k: v for k, v in knob_opts.items() if v is not None} | arm.sim_overrides
+    fb_fields = dict(arm.fb_overrides) if arm.is_fairbatching else {}
+    if fb_anchor is not None:
+        fb_fields["decode_deadline_anchor"] = fb_anchor
+    if fb_late_order is not None:
+        fb_fields["late_prefill_order"] = fb_late_order
     try:
         table = load_trace(
-            trace, trace_format, start_s=start_s, duration_s=duration_s, max_rows=max_rows
+            trace,
+            trace_format,
+            start_s=start_s,
+            duration_s=duration_s,
+            max_rows=max_rows,
+            spread_buckets_s=spread_buckets_s,
         )
         prof = load_profile(profile)
         plan_prof = load_profile(policy_profile) if policy_profile else None
         device = parse_device_model(device_model)
-        fb_cfg = FairBatchingConfig(
-            decode_deadline_anchor=fb_anchor, late_prefill_order=fb_late_order
-        )  # type: ignore[arg-type]
+        fb_cfg = FairBatchingConfig(**fb_fields)  # type: ignore[arg-type]
         sim_cfg = SimConfig(
-            chunked_prefill_size=chunked_prefill_size,
+            **knobs,
             max_running_requests=max_running_requests,
-            sarathi_token_budget=sarathi_token_budget,
             step_overhead_ms=step_overhead_ms,
             fast_forward=fast_forward,
             overlap_schedule=overlap_schedule,
@@ -161,9 +192,15 @@ def simulate(
     command = "fairbatching simulate " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [])
     fields = {
         "trace": table_identity(
-            table, format=trace_format, start=start_s, duration=duration_s, max_rows=max_rows
+            table,
+            format=trace_format,
+            start=start_s,
+            duration=duration_s,
+            max_rows=max_rows,
+            spread_buckets_s=spread_buckets_s,
         ),
         "policy": policy,
+        "sim_policy": arm.sim_policy,
         "rate_scale": rate_scale,
         "slo": dataclasses.asdict(slo.default),
         "profile": profile_identity(prof),
@@ -190,7 +227,7 @@ def simulate(
 
         result = run_simulation(
             table,
-            policy,
+            arm.sim_policy,
             prof,
             slo_table=slo,
             rate_scale=rate_scale,

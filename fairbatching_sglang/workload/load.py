@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
+from fairbatching_sglang.workload.buckets import bucket_warning
 from fairbatching_sglang.workload.csv_loader import ProgressFn, load_csv
 from fairbatching_sglang.workload.errors import TraceError
 from fairbatching_sglang.workload.file_checks import READ_ERRORS, check_file, read_error
 from fairbatching_sglang.workload.formats import is_jsonl, resolve_format
 from fairbatching_sglang.workload.jsonl_loader import load_jsonl
 from fairbatching_sglang.workload.table import RequestTable
-from fairbatching_sglang.workload.validate import ZeroPolicy, check_table
+from fairbatching_sglang.workload.transforms import spread_buckets
+from fairbatching_sglang.workload.validate import TraceWarning, ZeroPolicy, check_table
 
 
 def load_trace(
@@ -25,6 +28,8 @@ def load_trace(
     zero_lengths: ZeroPolicy = "clamp",
     model: str | None = None,
     progress: ProgressFn | None = None,
+    spread_buckets_s: float | None = None,
+    spread_seed: int = 0,
 ) -> RequestTable:
     """Load a trace file into a RequestTable.
 
@@ -40,11 +45,16 @@ def load_trace(
     zero_lengths: "clamp" (0 -> 1, warn; default), "drop" (warn) or "error"; see validate.py.
     model: BurstGPT only: keep rows whose Model equals this (e.g. "ChatGPT", "GPT-4").
     progress: called as progress(bytes_read, total_bytes) after each CSV block.
+    spread_buckets_s: spread arrivals uniformly inside buckets of this width (seeded by
+        spread_seed; see transforms.spread_buckets), for traces whose timestamps are quantised.
+        Without it, a trace that looks bucketed (buckets.detect_bucket_s) gets a TraceWarning.
     """
     p = Path(path)
     check_file(p)
+    if spread_buckets_s is not None and not spread_buckets_s > 0:
+        raise ValueError(f"spread_buckets_s must be > 0, got {spread_buckets_s}")
     if p.suffix.lower() in (".parquet", ".pq") and format in (None, "auto", "parquet"):
-        return _load_parquet(p)
+        return _buckets(_load_parquet(p), p, spread_buckets_s, spread_seed)
     if start_s is not None and start_s < 0:
         raise ValueError(f"start_s must be >= 0, got {start_s}")
     if duration_s is not None and duration_s <= 0:
@@ -70,7 +80,18 @@ def load_trace(
             coll = load_csv(p, fmt, kwargs, model=model, progress=progress)
     except READ_ERRORS as e:
         raise read_error(p, e) from None
-    return coll.finish(zero_lengths)
+    return _buckets(coll.finish(zero_lengths), p, spread_buckets_s, spread_seed)
+
+
+def _buckets(
+    table: RequestTable, p: Path, spread_buckets_s: float | None, seed: int
+) -> RequestTable:
+    if spread_buckets_s is not None:
+        return spread_buckets(table, spread_buckets_s, seed=seed)
+    msg = bucket_warning(table.arrival_s, str(p))
+    if msg is not None:
+        warnings.warn(msg, TraceWarning, stacklevel=3)
+    return table
 
 
 def _load_parquet(p: Path) -> RequestTable:

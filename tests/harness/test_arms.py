@@ -1,4 +1,4 @@
-"""Arm definitions: the two FairBatching anchors stay distinct; GPU flags are right."""
+"""Arm definitions: one registry, one meaning per name; the anchors stay distinct; GPU flags."""
 
 from __future__ import annotations
 
@@ -7,20 +7,34 @@ import json
 import pytest
 
 from fairbatching_sglang.core import SloTargets
-from fairbatching_sglang.harness.arms import ARMS, resolve_arms
+from fairbatching_sglang.harness.arms import ARM_NAMES, ARMS, resolve_arm, resolve_arms
 
 
 def test_anchor_arms_are_explicit() -> None:
-    assert ARMS["fairbatching"].fairbatching_config().decode_deadline_anchor == "arrival"
-    assert ARMS["fairbatching-ft"].fairbatching_config().decode_deadline_anchor == "first_token"
+    # fairbatching = the shipped default (first-token anchor); the arrival anchor has its own name.
+    assert ARMS["fairbatching"].fairbatching_config().decode_deadline_anchor == "first_token"
+    arrival = ARMS["fairbatching-arrival"].fairbatching_config()
+    assert arrival.decode_deadline_anchor == "arrival"
     assert ARMS["sglang-default"].fairbatching_config() is None
+
+
+def test_ft_alias_is_fairbatching_under_its_own_name() -> None:
+    ft, fb = resolve_arm("fairbatching-ft"), resolve_arm("fairbatching")
+    assert ft.name == "fairbatching-ft" and "fairbatching-ft" in ARM_NAMES
+    assert ft.fairbatching_config() == fb.fairbatching_config()
+    slo = SloTargets(1000.0, 50.0)
+    assert ft.gpu_flags(slo, "p") == fb.gpu_flags(slo, "p")
+    (emu,) = resolve_arms(["fairbatching-ft"], "emulated")  # an alias of a server arm runs there
+    assert emu.patched
+    with pytest.raises(ValueError, match="same configuration"):
+        resolve_arms(["fairbatching", "fairbatching-ft"], "sim")
 
 
 def test_gpu_flags() -> None:
     slo = SloTargets(1000.0, 50.0)
     assert ARMS["sglang-default"].gpu_flags(slo, "p") == []
     assert ARMS["sglang-mixed"].gpu_flags(slo, "p") == ["--enable-mixed-chunk"]
-    fb = ARMS["fairbatching-ft"].gpu_flags(slo, "h100-llama3.1-8b")
+    fb = resolve_arm("fairbatching-ft").gpu_flags(slo, "h100-llama3.1-8b")
     assert fb[:7] == [
         "--enable-fairbatching",
         "--fairbatching-ttft-slo-ms",
@@ -43,7 +57,7 @@ def test_open_loop_arm_is_first_token_without_the_closed_loop() -> None:
     open_cfg = ARMS["fairbatching-open"].fairbatching_config()
     assert open_cfg.closed_loop is None
     assert open_cfg.decode_deadline_anchor == "first_token"
-    assert ARMS["fairbatching-ft"].fairbatching_config().closed_loop is not None
+    assert ARMS["fairbatching"].fairbatching_config().closed_loop is not None
     flags = ARMS["fairbatching-open"].gpu_flags(SloTargets(1000.0, 50.0), "p")
     assert json.loads(flags[flags.index("--fairbatching-config") + 1])["closed_loop"] is None
     (arm,) = resolve_arms(["fairbatching-open"], "emulated")

@@ -47,3 +47,53 @@ def test_edges_and_probe_budget() -> None:
     assert always.capacity == 16 and always.upper is None
     capped = find_capacity(_curve(5.0), 0.9, CapacityConfig(max_probes=5))
     assert capped.num_probes == 5 and capped.capacity == 4 and capped.upper == 6
+
+
+def test_floor_is_configurable() -> None:
+    # A trace already far beyond the device: the knee lies below the default 1/64 floor.
+    knee = 0.004
+
+    def cliff(r: float) -> float:
+        return 1.0 if r <= knee else 0.0
+
+    assert find_capacity(cliff, 0.9, CapacityConfig(max_probes=40)).capacity is None
+    cfg = CapacityConfig(min_rate=1 / 1024, max_probes=40)
+    res = find_capacity(cliff, 0.9, cfg)
+    assert res.capacity is not None and res.capacity <= knee < res.upper
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"min_rate": 0.0}, "min_rate must be > 0"),
+        ({"min_rate": 4.0, "max_rate": 2.0}, "max_rate (2) must be >= min_rate (4)"),
+        ({"start_rate": 1.0, "min_rate": 2.0}, "start_rate 1 is outside"),
+    ],
+)
+def test_contradictory_search_bounds_are_refused(fields: dict, needle: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        CapacityConfig(**fields)
+    assert needle in str(exc.value)
+
+
+def test_detail_rate_is_the_probed_capacity_not_a_rounding_of_it() -> None:
+    from fairbatching_sglang.harness.ab import AbConfig, ArmResult, pick_detail_rate
+
+    res = ArmResult("a", runs={})
+    res.capacity = {"0.9": 6.3125}
+    cfg = AbConfig(arms=("a",), capacity_targets=(0.9,))
+    assert pick_detail_rate([res], cfg) == 6.3125  # was 6.312: a second run beside the probe
+
+
+def test_cli_names_the_search_flags_at_fault(tmp_path) -> None:
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from fairbatching_sglang.cli import app
+
+    trace = Path(__file__).resolve().parents[2] / "traces/synthetic_conv_10min.csv"
+    args = ["ab", "--trace", str(trace), "--backend", "sim", "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(app, [*args, "--min-rate", "2", "--start-rate", "1"])
+    assert res.exit_code != 0
+    assert "--start-rate" in res.output and "--min-rate" in res.output

@@ -45,7 +45,7 @@ def _spec(port: int = 31299) -> ServerSpec:
 
 
 def test_recipes_argv_env_and_labels(tmp_path: Path) -> None:
-    flags = ARMS["fairbatching-ft"].gpu_flags(SLO.default, "h100-llama3.1-8b")
+    flags = ARMS["fairbatching"].gpu_flags(SLO.default, "h100-llama3.1-8b")
     dev = EmulatedServerConfig(device_model="profile:bias=0.05,profile=h200-llama3.1-8b")
     em = EmulatedRecipe(dev, planner_profile="h100-llama3.1-8b")
     argv = em.server_argv(_spec(), flags)

@@ -23,7 +23,10 @@ cluster_app = typer.Typer(
 )
 
 ROUTER_HELP = " | ".join(ROUTER_NAMES)
-POLICY_HELP = "arm: sglang-default | sglang-mixed | sarathi | fairbatching | fairbatching-ft"
+POLICY_HELP = (
+    "arm: sglang-default | sglang-mixed | sarathi | fairbatching | fairbatching-arrival | "
+    "fairbatching-open (fairbatching-ft = fairbatching) | NAME@N"
+)
 
 
 def _command(sub: str) -> str:
@@ -39,6 +42,7 @@ def _load_inputs(
     slo_ttft_ms: float,
     slo_tpot_ms: float,
     step_overhead_ms: float,
+    spread_buckets_s: float | None,
 ) -> tuple[Any, Any, Any, Any]:
     from fairbatching_sglang.core import SloTable, SloTargets
     from fairbatching_sglang.profiles import ProfileError, load_profile
@@ -46,7 +50,13 @@ def _load_inputs(
     from fairbatching_sglang.workload import TraceError, load_trace
 
     try:
-        table = load_trace(trace, trace_format, start_s=start_s, duration_s=duration_s)
+        table = load_trace(
+            trace,
+            trace_format,
+            start_s=start_s,
+            duration_s=duration_s,
+            spread_buckets_s=spread_buckets_s,
+        )
         prof = load_profile(profile)
         slo = SloTable(SloTargets(slo_ttft_ms, slo_tpot_ms))
         sim_cfg = SimConfig(step_overhead_ms=step_overhead_ms)
@@ -175,7 +185,7 @@ def simulate(
         int, typer.Option(callback=chk.at_least(1), help="Number of replicas (>= 1).")
     ] = 4,
     router: Annotated[str, typer.Option(help=ROUTER_HELP)] = "admission-budget",
-    policy: Annotated[str, typer.Option(help=POLICY_HELP)] = "fairbatching-ft",
+    policy: Annotated[str, typer.Option(help=POLICY_HELP)] = "fairbatching",
     rate_scale: Annotated[
         float,
         typer.Option(
@@ -202,22 +212,25 @@ def simulate(
         str | None, typer.Option(help=MIX_HELP + " Overrides --replicas and --profile.")
     ] = None,
     device_model: DeviceOpt = DEFAULT_DEVICE_MODEL,
+    spread_buckets_s: chk.SpreadBucketsOpt = None,
 ) -> None:
     """Simulate REPLICAS instances of POLICY behind ROUTER; records to a run directory."""
 
-    from fairbatching_sglang.harness.arms import ARMS
+    from fairbatching_sglang.harness.arms import resolve_arm
     from fairbatching_sglang.profiles.device_spec import parse_device_model
     from fairbatching_sglang.sim.cluster import RouterConfig, run_cluster_simulation
 
-    if policy not in ARMS:
-        raise typer.BadParameter(f"unknown policy {policy!r}; choose from {', '.join(ARMS)}")
+    try:
+        arm = resolve_arm(policy)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--policy") from exc
     try:
         router_cfg = RouterConfig(router, load_poll_interval_ms=load_poll_ms, seed=seed)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     table, prof, slo, sim_cfg = _load_inputs(
         trace, trace_format, start_s, duration_s, profile, slo_ttft_ms, slo_tpot_ms,
-        step_overhead_ms,
+        step_overhead_ms, spread_buckets_s,
     )  # fmt: skip
     mix = _load_mix(replica_profiles)
     if mix is not None:
@@ -226,9 +239,9 @@ def simulate(
 
     from fairbatching_sglang.harness.out_dir import SIM_RUN_LAYOUT, is_complete, stamp_manifest
 
-    arm = ARMS[policy]
     out_dir = out or Path("runs") / f"cluster-{trace.stem}-n{replicas}-{router}-{policy}"
-    window = {"format": trace_format, "start": start_s, "duration": duration_s}
+    window = {"format": trace_format, "start": start_s, "duration": duration_s,
+              "spread_buckets_s": spread_buckets_s}  # fmt: skip
     fields = {
         **_base_fields(table, window, prof, slo, sim_cfg, mix, device_model),
         "replicas": replicas,
@@ -252,7 +265,7 @@ def simulate(
             router_config=router_cfg,
             slo_table=slo,
             rate_scale=rate_scale,
-            sim_config=sim_cfg,
+            sim_config=dataclasses.replace(sim_cfg, **arm.sim_overrides),
             fairbatching_config=arm.fairbatching_config(),
             out_dir=out_dir,
             progress=lambda d, t: bar.update(task, completed=d, total=t),
@@ -309,7 +322,7 @@ def capacity(
     ] = "4,8",
     routers: Annotated[str, typer.Option(help="Comma-separated routers.")] = ",".join(ROUTER_NAMES),
     arms: Annotated[str, typer.Option(help="Comma-separated arms.")] = (
-        "sglang-default,sglang-mixed,fairbatching-ft"
+        "sglang-default,sglang-mixed,fairbatching"
     ),
     fresh_routers: Annotated[
         str, typer.Option(help="Routers also run with fresh loads (an '@fresh' row each).")
@@ -325,6 +338,16 @@ def capacity(
     max_probes: Annotated[
         int, typer.Option(callback=chk.at_least(1), help="Probe budget per target (>= 1).")
     ] = 14,
+    min_rate: Annotated[
+        float,
+        typer.Option(
+            callback=chk.positive,
+            help="Floor of the search (rate scale > 0): a capacity below it is reported as none.",
+        ),
+    ] = 1.0 / 64,
+    max_rate: Annotated[
+        float, typer.Option(callback=chk.positive, help="Ceiling of the search (rate scale).")
+    ] = 256.0,
     targets: Annotated[
         str, typer.Option(callback=chk.non_empty_target_list, help="Attainment targets, (0, 1].")
     ] = "0.9,0.99",
@@ -342,14 +365,14 @@ def capacity(
         typer.Option(help=MIX_HELP + " Replaces --replicas (one N = the mix) and --profile."),
     ] = None,
     device_model: DeviceOpt = DEFAULT_DEVICE_MODEL,
+    spread_buckets_s: chk.SpreadBucketsOpt = None,
 ) -> None:
     """Capacity of every replicas x router x arm combination; report in OUT (SIMULATED)."""
     import dataclasses
     import json
     import time
 
-    from fairbatching_sglang.harness.arms import ARMS
-    from fairbatching_sglang.harness.capacity import CapacityConfig
+    from fairbatching_sglang.harness.arms import resolve_arms
     from fairbatching_sglang.harness.cluster_capacity import router_variants, run_cluster_capacity
     from fairbatching_sglang.harness.out_dir import CLUSTER_CAPACITY_LAYOUT, manifest_fields
     from fairbatching_sglang.profiles.device_spec import parse_device_model
@@ -361,19 +384,28 @@ def capacity(
 
     try:
         variants = router_variants(split(routers), load_poll_ms, split(fresh_routers))
-        cap_cfg = CapacityConfig(start_rate=start_rate, rel_tol=rel_tol, max_probes=max_probes)
+        cap_cfg = chk.capacity_search(
+            start_rate=start_rate,
+            rel_tol=rel_tol,
+            max_probes=max_probes,
+            min_rate=min_rate,
+            max_rate=max_rate,
+        )
         n_list = [int(x) for x in split(replicas)]
         target_list = tuple(float(x) for x in split(targets))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    if unknown := [a for a in split(arms) if a not in ARMS]:
-        raise typer.BadParameter(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+    try:
+        resolve_arms(split(arms), "sim")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--arms") from exc
     table, prof, slo, sim_cfg = _load_inputs(
         trace, trace_format, start_s, duration_s, profile, slo_ttft_ms, slo_tpot_ms,
-        step_overhead_ms,
+        step_overhead_ms, spread_buckets_s,
     )  # fmt: skip
     mix = _load_mix(replica_mix)
-    window = {"format": trace_format, "start": start_s, "duration": duration_s}
+    window = {"format": trace_format, "start": start_s, "duration": duration_s,
+              "spread_buckets_s": spread_buckets_s}  # fmt: skip
     fields = {
         **_base_fields(table, window, prof, slo, sim_cfg, mix, device_model),
         "replicas": n_list if mix is None else [len(mix)],
