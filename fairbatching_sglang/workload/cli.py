@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -122,20 +122,72 @@ def stats(
 
 @trace_app.command()
 def generate(
-    preset: Annotated[str, typer.Option("--preset", help="conv | code")] = "conv",
-    duration_s: Annotated[float, typer.Option("--duration-s", help="seconds to generate")] = 600.0,
+    preset: Annotated[str | None, typer.Option("--preset", help="conv | code")] = None,
+    servegen: Annotated[
+        Path | None,
+        typer.Option("--servegen", help="ServeGen data dir, e.g. ServeGen/data/language/m-large"),
+    ] = None,
+    start: Annotated[
+        float | None, typer.Option("--start", help="--servegen: start on the data's clock, s")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="--servegen: seconds to generate")
+    ] = None,
+    scale: Annotated[
+        float | None, typer.Option("--scale", help="--servegen: multiply every client's rate")
+    ] = None,
+    duration_s: Annotated[
+        float | None, typer.Option("--duration-s", help="--preset: seconds (default 600)")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out: Annotated[Path, typer.Option("--out", help=".csv, .jsonl or .parquet")] = Path(
         "synthetic.csv"
     ),
     rate: Annotated[
-        float | None, typer.Option("--rate", help="override the mean rate (req/s)")
+        float | None, typer.Option("--rate", help="--preset: override the mean rate (req/s)")
     ] = None,
     max_context: Annotated[
         int | None, typer.Option("--max-context", help="clip input + output to this")
     ] = None,
 ) -> None:
-    """Generate a synthetic trace from a preset (same seed, same file)."""
+    """Generate a trace from a synthetic preset or a ServeGen data directory (same seed, same
+    file)."""
+
+    def fail(message: str) -> NoReturn:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+
+    if (preset is None) == (servegen is None):
+        fail("give exactly one of --preset NAME or --servegen DIR")
+    if servegen is not None:
+        if duration_s is not None or rate is not None:
+            fail("--duration-s and --rate apply to --preset; use --duration and --scale")
+        if duration is None:
+            fail("--servegen needs --duration SECONDS (and optionally --start, --scale)")
+        table = _servegen_table(
+            servegen,
+            0.0 if start is None else start,
+            duration,
+            1.0 if scale is None else scale,
+            seed,
+        )
+        if max_context is not None:
+            from fairbatching_sglang.workload.transforms import clip_lengths
+
+            table = clip_lengths(table, max_context)
+    else:
+        assert preset is not None
+        if start is not None or duration is not None or scale is not None:
+            fail("--start, --duration and --scale apply to --servegen; use --duration-s, --rate")
+        secs = 600.0 if duration_s is None else duration_s
+        table = _preset_table(preset, secs, seed, rate, max_context)
+    table.save(out)
+    typer.echo(f"wrote {len(table)} requests ({table.mean_rate_rps:.2f} req/s) to {out}")
+
+
+def _preset_table(
+    preset: str, duration_s: float, seed: int, rate: float | None, max_context: int | None
+) -> RequestTable:
     from dataclasses import replace
 
     from fairbatching_sglang.workload.presets import get_preset
@@ -150,9 +202,19 @@ def generate(
         spec = spec.with_rate(rate)
     if max_context is not None:
         spec = replace(spec, max_context=max_context)
-    table = gen(spec, duration_s, seed=seed)
-    table.save(out)
-    typer.echo(f"wrote {len(table)} requests ({table.mean_rate_rps:.2f} req/s) to {out}")
+    return gen(spec, duration_s, seed=seed)
+
+
+def _servegen_table(
+    data_dir: Path, start: float, duration: float, scale: float, seed: int
+) -> RequestTable:
+    from fairbatching_sglang.workload.servegen import generate_servegen
+
+    try:  # TraceError (a bad file) is a ValueError too, as is a span outside the data
+        return generate_servegen(data_dir, start, duration, scale, seed)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 @trace_app.command()
