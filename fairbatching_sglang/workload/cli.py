@@ -122,7 +122,9 @@ def stats(
 
 @trace_app.command()
 def generate(
-    preset: Annotated[str | None, typer.Option("--preset", help="conv | code")] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="conv | code | reasoning | agent")
+    ] = None,
     servegen: Annotated[
         Path | None,
         typer.Option("--servegen", help="ServeGen data dir, e.g. ServeGen/data/language/m-large"),
@@ -188,21 +190,15 @@ def generate(
 def _preset_table(
     preset: str, duration_s: float, seed: int, rate: float | None, max_context: int | None
 ) -> RequestTable:
-    from dataclasses import replace
-
-    from fairbatching_sglang.workload.presets import get_preset
-    from fairbatching_sglang.workload.synthetic import generate as gen
+    from fairbatching_sglang.workload.presets import generate_preset
 
     try:
-        spec = get_preset(preset)
+        return generate_preset(
+            preset, duration_s, seed=seed, rate_rps=rate, max_context=max_context
+        )
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    if rate is not None:
-        spec = spec.with_rate(rate)
-    if max_context is not None:
-        spec = replace(spec, max_context=max_context)
-    return gen(spec, duration_s, seed=seed)
 
 
 def _servegen_table(
