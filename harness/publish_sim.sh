@@ -3,7 +3,7 @@
 # Records (*.parquet) are deleted after each report is built: they are large and the command
 # in each report regenerates them exactly (the simulator is deterministic).
 #
-#   harness/publish_sim.sh [conv|code|mooncake ...]   (default: all three)
+#   harness/publish_sim.sh [conv|code|mooncake|reasoning ...]   (default: all four)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TRACES="${TRACES_DIR:-$ROOT/../shared/traces}"
@@ -22,7 +22,14 @@ run() {  # name trace ttft_ms title
   find "$out" -name '*.parquet' -delete
 }
 
-for which in "${@:-conv code mooncake}"; do
+gen() {  # preset minutes -> a generated trace (made by the project's generator, never committed)
+  local f="${TMPDIR:-/tmp}/fairbatching-publish-$1-$2min.csv"
+  "$ROOT/.venv/bin/fairbatching" trace generate --preset "$1" --duration-s "$(( $2 * 60 ))" \
+    --seed 0 --out "$f" >&2
+  echo "$f"
+}
+
+for which in "${@:-conv code mooncake reasoning}"; do
   for w in $which; do
     case "$w" in
       conv) run azure-conv "$TRACES/azure_llm_2023/AzureLLMInferenceTrace_conv.csv" 1000 \
@@ -31,6 +38,8 @@ for which in "${@:-conv code mooncake}"; do
               "SIMULATED A/B: Azure LLM 2023 code, Llama-3.1-8B on H100 cost profile" ;;
       mooncake) run mooncake "$TRACES/mooncake_fast25/synthetic_trace.jsonl" 5000 \
               "SIMULATED A/B: Mooncake synthetic (FAST'25), Llama-3.1-8B on H100 cost profile" ;;
+      reasoning) run reasoning "$(gen reasoning 20)" 1000 \
+              "SIMULATED A/B: reasoning preset (20 min, seed 0), Llama-3.1-8B on H100 cost profile" ;;
       *) echo "publish_sim: unknown trace $w" >&2; exit 64 ;;
     esac
   done

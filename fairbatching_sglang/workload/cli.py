@@ -47,6 +47,8 @@ def _load(
     max_rows: int | None,
     strict: bool,
     zero_lengths: str,
+    spread_buckets_s: float | None = None,
+    spread_seed: int = 0,
 ) -> RequestTable:
     from fairbatching_sglang.workload.errors import TraceError
     from fairbatching_sglang.workload.load import load_trace
@@ -61,6 +63,8 @@ def _load(
             strict=strict,
             zero_lengths=zero_lengths,  # type: ignore[arg-type]
             progress=progress,
+            spread_buckets_s=spread_buckets_s,
+            spread_seed=spread_seed,
         )
 
     big = path.exists() and path.stat().st_size > 64 << 20
@@ -244,10 +248,9 @@ def convert(
     window/max-rows (at load), spread buckets, re-time, rate scale, length clipping."""
     from fairbatching_sglang.workload import transforms as tf
 
-    table = _load(src, fmt, start, duration, max_rows, strict, zero_lengths)
+    # Spread at load (as simulate/ab/cluster do), so a bucketed trace warns only when not spread.
+    table = _load(src, fmt, start, duration, max_rows, strict, zero_lengths, spread_buckets_s, seed)
     try:
-        if spread_buckets_s is not None:
-            table = tf.spread_buckets(table, spread_buckets_s, seed=seed)
         if retime is not None:
             table = tf.retime(table, retime, cv=cv, seed=seed)  # type: ignore[arg-type]
         if rate_scale is not None:
