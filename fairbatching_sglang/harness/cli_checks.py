@@ -121,3 +121,15 @@ SpreadBucketsOpt = Annotated[
         "a trace looks bucketed.",
     ),
 ]
+
+# The capacity search's floor and ceiling, shared by `ab` and `cluster capacity`.
+MinRateOpt = Annotated[
+    float,
+    typer.Option(
+        callback=positive,
+        help="Floor of the search (rate scale > 0): a capacity below it is reported as none.",
+    ),
+]
+MaxRateOpt = Annotated[
+    float, typer.Option(callback=positive, help="Ceiling of the search (rate scale).")
+]

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from fairbatching_sglang.harness.ab import _safe_run
 from fairbatching_sglang.harness.arms import resolve_arm
 from fairbatching_sglang.harness.capacity import (
     CapacityConfig,
@@ -44,7 +45,7 @@ from fairbatching_sglang.harness.capacity import (
     find_capacity,
     rate_key,
 )
-from fairbatching_sglang.harness.outcome import RunOutcome, rate_dir_name
+from fairbatching_sglang.harness.outcome import RunOutcome
 
 SATURATION_ARM = "sglang-mixed"
 SATURATION_DIR = "saturation"
@@ -115,9 +116,7 @@ def run_saturation(
         def run(rate: float) -> RunOutcome:
             o = runs.get(rate)
             if o is None:
-                run_dir = arm_dir / rate_dir_name(rate)
-                o = session.run(rate, run_dir, False)
-                o.write(run_dir)
+                o = _safe_run(session, arm, rate, arm_dir, False)  # writes status.json
                 runs[rate] = o
                 if on_run is not None:
                     on_run(o)

@@ -6,10 +6,55 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+
+class LogGate:
+    """Opens at the first JSONL record written to `path` after the gate was made that matches
+    `pred` (e.g. the device log's first parking step): requests held by it are sent on an event
+    of the server rather than at a fixed time, which a slower machine would shift. Read
+    incrementally; one gate is shared by the requests it holds."""
+
+    def __init__(self, path: Path, pred: Callable[[dict[str, Any]], bool], wait_s: float = 30.0):
+        self.path = path
+        self.pred = pred
+        self.since_s = time.time()
+        self.deadline = time.perf_counter() + wait_s
+        self.opened_at: float | None = None  # perf_counter time it opened (or gave up)
+        self.matched: dict[str, Any] | None = None
+        self._offset = 0
+
+    def _poll(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1  # whole lines only
+        self._offset += end
+        for line in data[:end].splitlines():
+            if not line.startswith(b"{"):
+                continue  # the log's "# ..." header lines
+            rec = json.loads(line)
+            if rec.get("start_s", self.since_s) >= self.since_s and self.pred(rec):
+                self.matched = rec
+                self.opened_at = time.perf_counter()
+                return
+        if time.perf_counter() > self.deadline:
+            self.opened_at = time.perf_counter()  # give up: the test's own check then fails
+
+    async def wait(self) -> float:
+        while self.opened_at is None:
+            self._poll()
+            if self.opened_at is None:
+                await asyncio.sleep(0.005)
+        return self.opened_at
 
 
 @dataclass
@@ -20,7 +65,8 @@ class Request:
     stream: bool = True
     sampling: dict[str, Any] = field(default_factory=dict)  # extra sampling params
     body: dict[str, Any] = field(default_factory=dict)  # extra top-level fields
-    delay_s: float = 0.0  # send this long after the batch starts
+    delay_s: float = 0.0  # send this long after the batch starts (or after its gate opens)
+    gate: LogGate | None = None  # hold the request until the server's log shows an event
     disconnect_after: int | None = None  # close the stream after this many chunks
 
 
@@ -64,6 +110,8 @@ async def _one(
     session: aiohttp.ClientSession, url: str, req: Request, t0: float, timeout_s: float
 ) -> Result:
     res = Result(req.rid)
+    if req.gate is not None:
+        t0 = await req.gate.wait()
     if req.delay_s > 0:
         await asyncio.sleep(max(0.0, t0 + req.delay_s - time.perf_counter()))
     body = {

@@ -1,13 +1,15 @@
 """Issue #12 bug (a) on the real server: penalized requests arriving while FairBatching has
 decode rows parked.
 
-The scenario: 64 decodes far ahead of their (tight) TPOT envelope on a slow device, then a surge
-of long prompts; the policy fills each step's budget with prefill chunks and parks the decodes
-that banked slack. While it does, requests with frequency / presence / repetition penalties
-arrive, are admitted next to the parked rows and later merge with them (the merge once prepared
-penalizer tensors for the wrong rows and killed the scheduler). All must finish exactly and the
-server must stay up; the device step log must show that parking did happen meanwhile (steps
-with prefill that left decode rows out, `num_sat_out`), or the test proves nothing and fails.
+The scenario: 64 decodes far ahead of their TPOT envelope on a slow device, then a surge of
+long prompts; the policy fills each step's budget with prefill chunks and parks the decodes
+that banked slack. Once the device log shows the first parking step (an event, not a fixed
+time, which a slower machine would shift), requests with frequency / presence / repetition
+penalties arrive, are admitted next to the parked rows and later merge with them (the merge
+once prepared penalizer tensors for the wrong rows and killed the scheduler). All must finish
+exactly and the server must stay up; the device step log must show that parking did happen
+meanwhile (steps with prefill that left decode rows out, `num_sat_out`), or the test proves
+nothing and fails.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ import pytest
 pytestmark = pytest.mark.sglang
 pytest.importorskip("sglang")
 
-from tests.emulator.client import Request, check_exact, prompt, rid_of, run_requests  # noqa: E402
+from tests.emulator.client import (  # noqa: E402
+    LogGate,
+    Request,
+    check_exact,
+    prompt,
+    rid_of,
+    run_requests,
+)
 from tests.emulator.conftest import PARK  # noqa: E402
 from tests.emulator.server import ServerProcess, read_jsonl, wait_settled  # noqa: E402
 
@@ -33,7 +42,7 @@ SURGE_AT_S = 1.5  # the decodes have banked slack by then
 NUM_PENALIZED = 24
 
 
-def _scenario(tag: str) -> tuple[list[Request], list[Request]]:
+def _scenario(tag: str, gate: LogGate | None = None) -> tuple[list[Request], list[Request]]:
     rng = random.Random(6)
     decodes = [Request(rid_of(tag + "-dec", i), prompt(rng, 64), 500) for i in range(64)]
     surge = [
@@ -47,16 +56,24 @@ def _scenario(tag: str) -> tuple[list[Request], list[Request]]:
             16,
             stream=i % 2 == 0,
             sampling=dict(PENALTIES[i % len(PENALTIES)]),
-            delay_s=SURGE_AT_S + 0.1 + 0.08 * i,  # spread over the parking period
+            # Sent once the device has run its first parking step (a fixed time would miss the
+            # parking period on a slower machine), then spread over the next ~0.5 s.
+            delay_s=0.02 * i if gate else SURGE_AT_S + 0.1 + 0.08 * i,
+            gate=gate,
         )
         for i in range(NUM_PENALIZED)
     ]
     return decodes + surge, penalized
 
 
+def _parking_step(step: dict) -> bool:
+    return step["num_sat_out"] > 0 and step["num_prefill_tokens"] > 0
+
+
 @pytest.mark.parametrize("server", PARK, indirect=True)
 def test_penalized_requests_while_parked(server: ServerProcess) -> None:
-    plain, penalized = _scenario(f"pk-{server.spec.name}")
+    gate = LogGate(server.device_log, _parking_step)
+    plain, penalized = _scenario(f"pk-{server.spec.name}", gate)
     results = run_requests(server.url, plain + penalized, timeout_s=150.0)
     by_rid = {q.rid: r for q, r in zip(plain + penalized, results, strict=True)}
     assert server.alive(), "server died:\n" + server.log_tail()

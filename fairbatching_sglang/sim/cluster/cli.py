@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from fairbatching_sglang.harness import cli_checks as chk
+from fairbatching_sglang.harness.capacity import CapacityConfig
 from fairbatching_sglang.harness.cli import device_model_callback
 from fairbatching_sglang.harness.out_dir import RESUME_FORCE_HELP
 from fairbatching_sglang.profiles.device_spec import DEFAULT_DEVICE_MODEL
@@ -338,16 +339,8 @@ def capacity(
     max_probes: Annotated[
         int, typer.Option(callback=chk.at_least(1), help="Probe budget per target (>= 1).")
     ] = 14,
-    min_rate: Annotated[
-        float,
-        typer.Option(
-            callback=chk.positive,
-            help="Floor of the search (rate scale > 0): a capacity below it is reported as none.",
-        ),
-    ] = 1.0 / 64,
-    max_rate: Annotated[
-        float, typer.Option(callback=chk.positive, help="Ceiling of the search (rate scale).")
-    ] = 256.0,
+    min_rate: chk.MinRateOpt = CapacityConfig.min_rate,
+    max_rate: chk.MaxRateOpt = CapacityConfig.max_rate,
     targets: Annotated[
         str, typer.Option(callback=chk.non_empty_target_list, help="Attainment targets, (0, 1].")
     ] = "0.9,0.99",
