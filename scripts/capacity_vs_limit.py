@@ -26,6 +26,7 @@ from fairbatching_sglang.report.tables import (  # noqa: E402
     best_stock_arm,
     capacity_table,
     is_fairbatching,
+    saturation_limit,
     to_markdown,
 )
 
@@ -33,7 +34,7 @@ from fairbatching_sglang.report.tables import (  # noqa: E402
 def _row(name: str, d: Path) -> list[dict[str, object]]:
     data = load_ab(d)
     sat = data.index.get("saturation") or {}
-    limit = sat.get("limit")
+    limit = saturation_limit(data)  # None when a capacity contradicts it (no limit there)
     cap = capacity_table(data).set_index("arm")
     best = best_stock_arm(data)
     t = data.targets[0]

@@ -12,11 +12,13 @@ from fairbatching_sglang.report.plots import plot_attainment, plot_cdfs, plot_ti
 from fairbatching_sglang.report.tables import (
     ATTAINMENT_KEYS,
     LATENCY_KEYS,
+    all_capacities,
     arm_setting,
     best_stock_arm,
     capacity_table,
     detail_table,
     is_fairbatching,
+    limit_contradiction,
     ratio_table,
     sweep_table,
     to_markdown,
@@ -74,6 +76,19 @@ def _saturation_lines(data: AbData) -> list[str]:
         why = sat.get("error") or f"not found (bound {sat.get('bound')}: {sat.get('note')})"
         return [*lines, f"Not available: {why}.", ""]
     upper = sat.get("upper")
+    contra = limit_contradiction(float(sat["limit"]), all_capacities(data))
+    if contra:
+        arm, cap = contra
+        return [
+            *lines,
+            f"**Not a limit for this workload**: the search called x{sat['limit']:.4g} the "
+            f"highest sustained rate, but `{arm}` served x{cap:.4g} within the SLOs. The drain "
+            "criterion (harness/saturation.py) fails when a few very long outputs arriving late "
+            "take longer than its tolerance on their own (low-load reference drain "
+            f"{sat['reference_drain_s'] or float('nan'):.1f} s), so no capacity is shown as a "
+            "fraction of it. Probes: `saturation/saturation.json`.",
+            "",
+        ]
     lines += [
         f"Limit **x{sat['limit']:.4g}** of the trace's rate "
         f"({sat['offered_rps_at_limit']:.3g} req/s offered"

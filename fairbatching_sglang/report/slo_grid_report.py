@@ -23,7 +23,13 @@ import pandas as pd
 from fairbatching_sglang.harness.slo_grid import GRID_MANIFEST, cell_dir_name
 from fairbatching_sglang.report.build import headline
 from fairbatching_sglang.report.collect import load_ab
-from fairbatching_sglang.report.tables import best_stock_arm, is_fairbatching, to_markdown
+from fairbatching_sglang.report.tables import (
+    all_capacities,
+    best_stock_arm,
+    is_fairbatching,
+    limit_contradiction,
+    to_markdown,
+)
 
 HELPS, HURTS = 1.05, 0.95  # beyond the search tolerance and the device noise
 
@@ -45,11 +51,27 @@ def _cap(doc: dict[str, Any], target: str) -> float:
     return math.nan if v is None else float(v)
 
 
+def grid_limit(root: Path) -> float | None:
+    """The grid's saturation limit; None when not found or contradicted by a cell's capacity
+    (report.tables.limit_contradiction: then it is no limit for this workload)."""
+    grid = json.loads((root / GRID_MANIFEST).read_text())
+    limit = (grid.get("saturation") or {}).get("limit")
+    if not limit:
+        return None
+    for ttft, tpot in grid["cells"]:
+        cell = root / cell_dir_name(ttft, tpot)
+        if (cell / "ab.json").exists() and limit_contradiction(
+            float(limit), all_capacities(load_ab(cell))
+        ):
+            return None
+    return float(limit)
+
+
 def grid_table(root: Path) -> pd.DataFrame:
     """One row per (cell, arm): capacities, fraction of the limit, the cell's best stock arm
     and the ratio to it (FairBatching arms)."""
     grid = json.loads((root / GRID_MANIFEST).read_text())
-    limit = (grid.get("saturation") or {}).get("limit")
+    limit = grid_limit(root)
     rows = []
     for ttft, tpot in grid["cells"]:
         cell = root / cell_dir_name(ttft, tpot)
@@ -156,6 +178,7 @@ def write_grid_report(root: Path, title: str | None = None) -> Path:
     plots.mkdir(exist_ok=True)
     png = plot_heatmap(table, fb_arms, plots / "slo_grid.png", label) if len(table) else None
     sat = grid.get("saturation") or {}
+    limit = grid_limit(root)
     target = table["target"].iloc[0] if len(table) else "0.9"
     lines = [
         headline(grid, title or "SLO grid"),
@@ -180,7 +203,16 @@ def write_grid_report(root: Path, title: str | None = None) -> Path:
     ]
     for arm in fb_arms:
         lines += [f"### {arm}", "", to_markdown(verdict_matrix(table, arm))]
-    if sat.get("limit"):
+    if limit is None and sat.get("limit"):
+        lines += [
+            "## Against the device's limit",
+            "",
+            f"**Not a limit for this workload**: a cell's capacity is above the searched "
+            f"x{sat['limit']:.4g} (the drain criterion fails on very long late outputs, "
+            "report.tables.limit_contradiction); no capacity is shown as a fraction of it.",
+            "",
+        ]
+    elif sat.get("limit"):
         lines += [
             "## Against the device's limit",
             "",
@@ -205,7 +237,7 @@ def write_grid_report(root: Path, title: str | None = None) -> Path:
             "",
             to_markdown(wide.reset_index(), ".4g"),
         ]
-        if sat.get("limit"):
+        if limit is not None:
             frac = table.pivot_table(
                 index=["ttft_slo_ms", "tpot_slo_ms"], columns="arm", values="of_limit", sort=False
             )

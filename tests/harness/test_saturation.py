@@ -147,3 +147,22 @@ def test_sim_ab_reports_capacity_as_a_fraction_of_the_limit(tmp_path: Path) -> N
     assert "sglang-mixed" in report and "saturation" not in set(
         pd.read_csv(tmp_path / "runs.csv")["arm"]
     )
+    # A limit below a capacity the arms served is no limit (the drain criterion failed, as on
+    # heavy-tailed outputs): the report says so and shows no fraction of it.
+    ab = json.loads((tmp_path / "ab.json").read_text())
+    ab["saturation"]["limit"] = cap.at["sglang-mixed", "capacity_at_0.9"] / 10.0
+    (tmp_path / "ab.json").write_text(json.dumps(ab))
+    from fairbatching_sglang.report.build import write_report
+
+    report = write_report(tmp_path).read_text()
+    assert "Not a limit for this workload" in report and "of_limit" not in report
+    assert "of_limit_at_0.9" not in pd.read_csv(tmp_path / "capacity.csv").columns
+
+
+def test_limit_contradiction_needs_a_capacity_beyond_the_tolerance() -> None:
+    from fairbatching_sglang.report.tables import LIMIT_CONTRADICTION_TOL, limit_contradiction
+
+    assert limit_contradiction(2.0, {"a": 2.0 * LIMIT_CONTRADICTION_TOL, "b": None}) is None
+    assert limit_contradiction(2.0, {"a": math.nan, "b": 1.0}) is None
+    assert limit_contradiction(None, {"a": 100.0}) is None
+    assert limit_contradiction(2.0, {"a": 2.2, "b": 6.75}) == ("b", 6.75)
