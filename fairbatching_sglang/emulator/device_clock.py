@@ -51,8 +51,6 @@ class DeviceClock:
         self.free_s = 0.0
         self._last_had_work = False
         self._log: IO[str] | None = None
-        # Wall-clock epoch of the perf_counter origin, so log times compare with client times.
-        self._epoch = time.time() - time.perf_counter()
         if settings.step_log:
             self._log = open(settings.step_log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
             self._log.write(
@@ -93,7 +91,10 @@ class DeviceClock:
         if self._log is not None and shape.num_prefill_tokens + shape.num_decode_reqs > 0:
             launch, start, ready_s = step.launch_s, step.start_s, step.ready_s
             cost_ms, idle_ms = step.cost_ms, step.idle_before_ms
-            e = self._epoch
+            # Wall clock of the perf_counter origin, taken now and not once at start: this
+            # machine's wall clock steps (5-6 s seen during one CI run), and the log's times
+            # must compare with the clients' time.time() stamps of the same moments.
+            e = time.time() - self.clock()
             row = {
                 "num_prefill_tokens": shape.num_prefill_tokens,
                 "num_decode_reqs": shape.num_decode_reqs,
