@@ -47,7 +47,7 @@ def _row(name: str, d: Path) -> list[dict[str, object]]:
             {
                 "trace": name,
                 "limit_rate_scale": limit,
-                "limit_offered_rps": sat.get("offered_rps_at_limit"),
+                "limit_offered_rps": sat.get("offered_rps_at_limit") if limit else None,
                 "arm": arm,
                 f"capacity_at_{t}": c,
                 "of_limit": c / limit if c is not None and limit else None,
@@ -99,6 +99,10 @@ def main() -> None:
         "## Limit per trace",
         "",
         to_markdown(head, ".4g"),
+        "A limit shown as - was not found, or was contradicted by a capacity above 1.5x it "
+        "(report.tables.limit_contradiction: the drain criterion fails on heavy-tailed outputs, "
+        "e.g. the reasoning preset); such a trace has no row in the fraction table.",
+        "",
         "## 90% capacity (rate scale)",
         "",
         to_markdown(caps.reset_index(), ".4g"),
