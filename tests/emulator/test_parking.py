@@ -40,11 +40,12 @@ PENALTIES = (
 )
 SURGE_AT_S = 1.5  # the decodes have banked slack by then
 NUM_PENALIZED = 24
+NUM_DECODES = 64
 
 
 def _scenario(tag: str, gate: LogGate | None = None) -> tuple[list[Request], list[Request]]:
     rng = random.Random(6)
-    decodes = [Request(rid_of(tag + "-dec", i), prompt(rng, 64), 500) for i in range(64)]
+    decodes = [Request(rid_of(tag + "-dec", i), prompt(rng, 64), 500) for i in range(NUM_DECODES)]
     surge = [
         Request(rid_of(tag + "-long", i), prompt(rng, 3000), 4, delay_s=SURGE_AT_S + 0.05 * i)
         for i in range(12)
@@ -67,7 +68,9 @@ def _scenario(tag: str, gate: LogGate | None = None) -> tuple[list[Request], lis
 
 
 def _parking_step(step: dict) -> bool:
-    return step["num_sat_out"] > 0 and step["num_prefill_tokens"] > 0
+    # Most decodes parked: the surge, not the ramp-up (where one decode can be parked for a step
+    # while the 64 are admitted; a CI run's gate opened on that one, before the surge).
+    return step["num_sat_out"] >= NUM_DECODES // 2 and step["num_prefill_tokens"] > 0
 
 
 @pytest.mark.parametrize("server", PARK, indirect=True)
