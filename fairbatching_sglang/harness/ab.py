@@ -104,7 +104,9 @@ class ArmResult:
     error: str | None = None
 
 
-def _safe_run(session: ArmSession, arm: Arm, rate: float, arm_dir: Path, keep: bool) -> RunOutcome:
+def safe_run(session: ArmSession, arm: Arm, rate: float, arm_dir: Path, keep: bool) -> RunOutcome:
+    """One probe of `arm` at `rate`, written to its run directory; a raising run is an "error"
+    outcome (arms and the saturation search alike)."""
     run_dir = arm_dir / rate_dir_name(rate)
     try:
         outcome = session.run(rate, run_dir, keep)
@@ -137,7 +139,7 @@ def run_arm(
         kept = prev is not None and prev.extra.get("records_kept", True)
         if prev is not None and (kept or not keep):
             return prev
-        outcome = _safe_run(session, arm, rate, arm_dir, keep)
+        outcome = safe_run(session, arm, rate, arm_dir, keep)
         result.runs[rate] = outcome
         if on_run is not None:
             on_run(outcome)

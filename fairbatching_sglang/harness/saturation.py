@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fairbatching_sglang.harness.ab import _safe_run
+from fairbatching_sglang.harness.ab import safe_run
 from fairbatching_sglang.harness.arms import resolve_arm
 from fairbatching_sglang.harness.capacity import (
     CapacityConfig,
@@ -116,7 +116,7 @@ def run_saturation(
         def run(rate: float) -> RunOutcome:
             o = runs.get(rate)
             if o is None:
-                o = _safe_run(session, arm, rate, arm_dir, False)  # writes status.json
+                o = safe_run(session, arm, rate, arm_dir, False)  # writes status.json
                 runs[rate] = o
                 if on_run is not None:
                     on_run(o)

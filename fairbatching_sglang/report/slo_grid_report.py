@@ -51,33 +51,22 @@ def _cap(doc: dict[str, Any], target: str) -> float:
     return math.nan if v is None else float(v)
 
 
-def grid_limit(root: Path) -> float | None:
-    """The grid's saturation limit; None when not found or contradicted by a cell's capacity
-    (report.tables.limit_contradiction: then it is no limit for this workload)."""
-    grid = json.loads((root / GRID_MANIFEST).read_text())
-    limit = (grid.get("saturation") or {}).get("limit")
-    if not limit:
-        return None
-    for ttft, tpot in grid["cells"]:
-        cell = root / cell_dir_name(ttft, tpot)
-        if (cell / "ab.json").exists() and limit_contradiction(
-            float(limit), all_capacities(load_ab(cell))
-        ):
-            return None
-    return float(limit)
-
-
-def grid_table(root: Path) -> pd.DataFrame:
+def grid_table(root: Path) -> tuple[pd.DataFrame, float | None]:
     """One row per (cell, arm): capacities, fraction of the limit, the cell's best stock arm
-    and the ratio to it (FairBatching arms)."""
+    and the ratio to it (FairBatching arms); and the grid's saturation limit, None when not
+    found or contradicted by a cell's capacity (report.tables.limit_contradiction: then it is
+    no limit for this workload and no fraction of it is given). Each cell is read once."""
     grid = json.loads((root / GRID_MANIFEST).read_text())
-    limit = grid_limit(root)
+    raw = (grid.get("saturation") or {}).get("limit")
+    limit = float(raw) if raw else None
     rows = []
     for ttft, tpot in grid["cells"]:
         cell = root / cell_dir_name(ttft, tpot)
         if not (cell / "ab.json").exists():
             continue
         data = load_ab(cell)
+        if limit is not None and limit_contradiction(limit, all_capacities(data)):
+            limit = None
         first = data.targets[0] if data.targets else "0.9"
         best = best_stock_arm(data)
         best_cap = _cap(data.capacity.get(best, {}), first) if best else math.nan
@@ -92,7 +81,7 @@ def grid_table(root: Path) -> pd.DataFrame:
                     "target": first,
                     "capacity": cap,
                     **{f"capacity_at_{t}": _cap(doc, t) for t in data.targets},
-                    "of_limit": cap / limit if limit else math.nan,
+                    "of_limit": math.nan,  # set below, once every cell has been checked
                     "best_stock_arm": best,
                     "best_stock_capacity": best_cap,
                     "ratio_vs_best_stock": cap / best_cap
@@ -100,7 +89,10 @@ def grid_table(root: Path) -> pd.DataFrame:
                     else math.nan,
                 }
             )
-    return pd.DataFrame(rows)
+    if limit is not None:
+        for row in rows:
+            row["of_limit"] = row["capacity"] / limit
+    return pd.DataFrame(rows), limit
 
 
 def verdict_matrix(table: pd.DataFrame, fb_arm: str) -> pd.DataFrame:
@@ -170,7 +162,7 @@ def plot_heatmap(table: pd.DataFrame, fb_arms: list[str], path: Path, label: str
 
 def write_grid_report(root: Path, title: str | None = None) -> Path:
     grid = json.loads((root / GRID_MANIFEST).read_text())
-    table = grid_table(root)
+    table, limit = grid_table(root)
     table.to_csv(root / "slo_grid.csv", index=False)
     label = grid.get("label", "UNKNOWN BACKEND")
     fb_arms = [a for a in grid.get("arms", []) if is_fairbatching(a)]
@@ -178,7 +170,6 @@ def write_grid_report(root: Path, title: str | None = None) -> Path:
     plots.mkdir(exist_ok=True)
     png = plot_heatmap(table, fb_arms, plots / "slo_grid.png", label) if len(table) else None
     sat = grid.get("saturation") or {}
-    limit = grid_limit(root)
     target = table["target"].iloc[0] if len(table) else "0.9"
     lines = [
         headline(grid, title or "SLO grid"),

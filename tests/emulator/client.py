@@ -16,9 +16,9 @@ import aiohttp
 
 class LogGate:
     """Opens at the first JSONL record written to `path` after the gate was made that matches
-    `pred` (e.g. the device log's first parking step): requests held by it are sent on an event
-    of the server rather than at a fixed time, which a slower machine would shift. Read
-    incrementally; one gate is shared by the requests it holds."""
+    `pred` (e.g. the device log's first step that parked most decodes): requests held by it are
+    sent on an event of the server rather than at a fixed time, which a slower machine would
+    shift. Read incrementally; one gate is shared by the requests it holds."""
 
     def __init__(self, path: Path, pred: Callable[[dict[str, Any]], bool], wait_s: float = 30.0):
         self.path = path
@@ -26,7 +26,6 @@ class LogGate:
         self.since_s = time.time()
         self.deadline = time.perf_counter() + wait_s
         self.opened_at: float | None = None  # perf_counter time it opened (or gave up)
-        self.matched: dict[str, Any] | None = None
         self._offset = 0
 
     def _poll(self) -> None:
@@ -43,7 +42,6 @@ class LogGate:
                 continue  # the log's "# ..." header lines
             rec = json.loads(line)
             if rec.get("start_s", self.since_s) >= self.since_s and self.pred(rec):
-                self.matched = rec
                 self.opened_at = time.perf_counter()
                 return
         if time.perf_counter() > self.deadline:
