@@ -433,21 +433,26 @@ def saturation_of(
     """The saturation search of an A/B (or an SLO grid's root), as its ab.json entry."""
     from fairbatching_sglang.harness.resume import finished_runs
     from fairbatching_sglang.harness.saturation import (
-        SATURATION_ARM,
+        LATE_FIGURE,
         SATURATION_DIR,
         run_saturation,
+        saturation_arms,
     )
 
     if base_rate_rps is None or cfg.capacity is None:
         raise ValueError("the saturation search needs the trace's base rate and a search")
-    prior = finished_runs(out_dir / SATURATION_DIR, SATURATION_ARM) if resuming else None
+    prior = (
+        {a: finished_runs(out_dir / SATURATION_DIR, a) for a in saturation_arms(backend)}
+        if resuming
+        else None
+    )
 
     def on_run(o: RunOutcome) -> None:
         if on_progress is not None:
             s = o.summary
             on_progress(
-                f"saturation ({SATURATION_ARM}, SLOs ignored) x{o.rate_scale:.4g}: {o.status}, "
-                f"drain {s.get('drain_s', math.nan):.1f} s, "
+                f"saturation ({o.arm}, SLOs ignored) x{o.rate_scale:.4g}: {o.status}, "
+                f"late arrivals' {LATE_FIGURE} {s.get(LATE_FIGURE, math.nan):.1f} s, "
                 f"sustained {s.get('sustained_throughput_rps', math.nan):.2f} req/s"
             )
 

@@ -3,24 +3,35 @@
 A capacity says where a scheduler stops meeting the SLOs; the limit says where the device stops
 keeping up at all, so every capacity can be read as a fraction of what any scheduler could
 reach. It is a property of the trace, the device model and the engine, not of the arm under
-test: it is searched once per A/B (and once per SLO grid) with one fixed schedule, SGLang's
-`--enable-mixed-chunk` (every decode rides on the prefill steps, so no step is spent on a
-handful of decodes alone; it exists on every backend). Measured (realistic device, Azure conv
-first 20 min, completion rate at 1.6x overload): prefill first 19.0 req/s, mixed 19.6, Sarathi
-19.85, FairBatching 19.6, so the limit is within ~1-4% of any of these schedules'.
+test: it is searched once per A/B (and once per SLO grid) with fixed schedules, SGLang's
+`--enable-mixed-chunk` at its default chunk and at 2048 tokens (every decode rides on the
+prefill steps, so no step is spent on a handful of decodes alone; both exist on every
+backend), and the limit is the higher of the two. Measured (realistic device, Azure conv first
+20 min, completion rate at 1.6x overload): prefill first 19.0 req/s, mixed 19.6, Sarathi
+19.85, FairBatching 19.6; on the reasoning preset mixed at its default chunk (8192) queues
+from x5.4, at 2048 (= Sarathi's budget) not before x6: one schedule is not enough.
 
-Sustained: the run's drain (makespan - arrival span: how long it runs past its last arrival)
-exceeds the drain of a low-load reference run by at most DRAIN_TOL of its arrival span, and at
-most MAX_FAILED_FRACTION of its requests failed. Rate scaling compresses time, so the last
-requests are the same ones at every rate and the reference's drain is what they need anyway;
-what a faster replay adds beyond it is backlog, which grows with the overload ((offered /
-served) - 1 of the span). Measured (realistic device, overlap loop, Azure conv first 20 min):
-completion rate 9.9 / 19.1 / 19.5 / 19.8 req/s at x2 / x4 / x5 / x8, drain 3.2 / 13.6 / 67 /
-153 s against 0.6 s at x1/8; the search puts the limit at x4 (20 req/s offered). Tried and
-dropped: the backlog's least-squares slope (a burst near the end looked like growth, a 20%
-overload on Azure code like none), the delay of the last finishes without a reference (a 2-min
-window "failed" at half its limit: a 400-token answer is a large share of a 60-s span), the
-interquartile completion / arrival rate (not monotone in the rate).
+Sustained: the late arrivals wait no longer than at low load. The run summary's
+late_ttft_p50_s is the median time to first token of the last 10% of requests by arrival (the
+same requests at every rate scale); a rate is sustained when it exceeds the same figure of a
+low-load reference run by at most BACKLOG_TOL of the run's arrival span, and at most
+MAX_FAILED_FRACTION of its requests failed. Under an overload rho = offered / served the
+waiting line grows through the run and a request arriving at t waits about (rho - 1) t, so the
+last arrivals' excess is about (rho - 1) x span: a 5% tolerance is a ~5% overload.
+
+Why the wait and not the whole latency or the drain: a loaded device that keeps up still runs
+bigger batches and slower steps, and that steady slowdown is paid per output token. On the
+reasoning preset (outputs p50 500, tail 30k tokens) at x6 the late arrivals' median latency is
+14 s against 4 s at low load, 5% of a 200-s span, with no queue at all (their first token
+still comes in 0.1 s): a latency criterion put the limit at x5.4-5.9 while Sarathi met the
+SLOs at x6.75. The run's drain (makespan - arrival span, the first version) is the slowest
+late answer: x0.91 there. A device with KV to spare can let an overload grow its running batch
+for a while before a queue forms; measured, the queue follows within a few percent of the
+rate (whole Azure conv: the late arrivals' median latency rose at x3.75, their wait at
+x3.875). Tried and dropped before: the backlog's least-squares slope (a burst near the end
+looked like growth, a 20% overload on Azure code like none), the delay of the last finishes
+without a reference (a 2-min window "failed" at half its limit), the interquartile completion /
+arrival rate (not monotone in the rate). Each probe's figures are in saturation.json.
 
 The search is the capacity search's bracket-and-bisect on that yes/no (after the reference
 probe at REFERENCE_FRACTION of the start rate), so it shares its floor, ceiling and tolerance;
@@ -29,6 +40,7 @@ probes are kept under <out>/saturation/<arm>/x<rate>/ (resumable like any run).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -47,9 +59,15 @@ from fairbatching_sglang.harness.capacity import (
 )
 from fairbatching_sglang.harness.outcome import RunOutcome
 
-SATURATION_ARM = "sglang-mixed"
+# The fixed schedules searched; the limit is the highest any of them sustains. SGLang's mixed
+# mode at its default chunk and at 2048 tokens (= the simulator's Sarathi at budget 2048): on
+# Azure conv the smaller chunk sustains ~1% more, on the reasoning preset ~10% more (its big
+# chunks admit more long answers than the KV holds), and on long prompts the default chunk can
+# lead. Both exist on every backend.
+SATURATION_ARMS = ("sglang-mixed", "sglang-mixed@2048")
 SATURATION_DIR = "saturation"
-DRAIN_TOL = 0.05
+LATE_FIGURE = "late_ttft_p50_s"  # the run summary's late-arrival figure the criterion compares
+BACKLOG_TOL = 0.05
 MAX_FAILED_FRACTION = 0.01
 REFERENCE_FRACTION = 1 / 8
 
@@ -59,38 +77,63 @@ class SaturationResult:
     """limit: highest sustained rate scale found (None: not even the floor); upper: lowest
     rate found not sustained (None: the ceiling was sustained). offered_rps_at_limit: the
     request rate the limit is (trace requests / span x limit); sustained_rps: the highest
-    completion rate measured by any probe (at or beyond the limit it is the device's)."""
+    completion rate measured by any probe (at or beyond the limit it is the device's).
+    arm: the schedule whose search set the limit; schedules: every schedule's own search
+    (arm, limit, upper, bound, note), the one above included."""
 
     arm: str
     limit: float | None
     upper: float | None
     offered_rps_at_limit: float | None
     sustained_rps: float | None
-    drain_tol: float
+    backlog_tol: float
+    late_figure: str
     reference_rate: float
-    reference_drain_s: float | None
+    reference_late_s: float | None
     probes: tuple[dict[str, float], ...]
     bound: str = "found"
     note: str | None = None
+    schedules: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def excess_drain_fraction(outcome: RunOutcome, reference_drain_s: float) -> float:
-    """(drain - reference drain) / arrival span; NaN when the run has no such figures."""
+def arrival_span_s(outcome: RunOutcome) -> float:
+    """The run's arrival span (makespan - drain); NaN when the run has no such figures."""
     s = outcome.summary
     drain, makespan = s.get("drain_s"), s.get("makespan_s")
     if drain is None or makespan is None or not (math.isfinite(drain) and makespan > drain):
         return math.nan
-    return (drain - reference_drain_s) / (makespan - drain)
+    return float(makespan - drain)
 
 
-def sustained(outcome: RunOutcome, reference_drain_s: float) -> bool:
+def late_excess_fraction(outcome: RunOutcome, reference_late_s: float) -> float:
+    """(late arrivals' figure - the reference's) / arrival span; NaN without figures (inf
+    when most late requests failed: the run did not serve them at all)."""
+    late = outcome.summary.get(LATE_FIGURE)
+    span = arrival_span_s(outcome)
+    if late is None or not math.isfinite(span):
+        return math.nan
+    if math.isnan(late):
+        return math.inf
+    return (late - reference_late_s) / span
+
+
+def sustained(outcome: RunOutcome, reference_late_s: float) -> bool:
     s = outcome.summary
     failed = s.get("num_failed", 0.0) / max(s.get("num_requests", 1.0), 1.0)
-    excess = excess_drain_fraction(outcome, reference_drain_s)
-    return math.isfinite(excess) and excess <= DRAIN_TOL and failed <= MAX_FAILED_FRACTION
+    excess = late_excess_fraction(outcome, reference_late_s)
+    return excess <= BACKLOG_TOL and failed <= MAX_FAILED_FRACTION
+
+
+def saturation_arms(backend: Any) -> tuple[str, ...]:
+    """SATURATION_ARMS without the ones that are the same schedule on this backend (the
+    simulator knows its default chunk; a server's depends on its GPU, so both run there)."""
+    setting = getattr(backend, "setting", None)
+    if setting is not None and setting("chunked_prefill_size") == 2048:
+        return SATURATION_ARMS[:1]
+    return SATURATION_ARMS
 
 
 def run_saturation(
@@ -98,18 +141,44 @@ def run_saturation(
     out_dir: Path,
     search: CapacityConfig,
     base_rate_rps: float,
-    prior: dict[float, RunOutcome] | None = None,
+    prior: dict[str, dict[float, RunOutcome]] | None = None,
     on_run: Any = None,
 ) -> SaturationResult:
-    """Search the limit with `backend` (an ab Backend); results in out_dir/saturation/.
-    base_rate_rps: the trace's request rate at rate scale 1. prior: rate -> finished outcome
-    (a --resume) reused instead of run again."""
-    arm = resolve_arm(SATURATION_ARM)
+    """Search the limit with `backend` (an ab Backend), once per saturation schedule, and keep
+    the highest; results in out_dir/saturation/. base_rate_rps: the trace's request rate at
+    rate scale 1. prior: arm -> rate -> finished outcome (a --resume) reused, not run again."""
+    results = [
+        _search(backend, name, out_dir, search, base_rate_rps, (prior or {}).get(name), on_run)
+        for name in saturation_arms(backend)
+    ]
+    best = max(results, key=lambda r: -1.0 if r.limit is None else r.limit)
+    schedules = tuple(
+        {"arm": r.arm, "limit": r.limit, "upper": r.upper, "bound": r.bound, "note": r.note}
+        for r in results
+    )
+    result = dataclasses.replace(best, schedules=schedules)
+    doc = {**result.to_dict(), "search": asdict(search)}
+    (out_dir / SATURATION_DIR / "saturation.json").write_text(
+        json.dumps(doc, indent=2, default=str) + "\n"
+    )
+    return result
+
+
+def _search(
+    backend: Any,
+    arm_name: str,
+    out_dir: Path,
+    search: CapacityConfig,
+    base_rate_rps: float,
+    prior: dict[float, RunOutcome] | None,
+    on_run: Any,
+) -> SaturationResult:
+    arm = resolve_arm(arm_name)
     arm_dir = out_dir / SATURATION_DIR / arm.name
     arm_dir.mkdir(parents=True, exist_ok=True)
     runs: dict[float, RunOutcome] = dict(prior or {})
     ref_rate = rate_key(max(search.min_rate, search.start_rate * REFERENCE_FRACTION))
-    ref_drain: list[float] = []
+    ref_late: list[float] = []
 
     with backend.open_arm(arm, arm_dir) as session:
 
@@ -125,22 +194,29 @@ def run_saturation(
             return o
 
         def probe(rate: float) -> float:
-            return 1.0 if sustained(run(rate), ref_drain[0]) else 0.0
+            return 1.0 if sustained(run(rate), ref_late[0]) else 0.0
 
         try:
-            ref_drain.append(float(run(ref_rate).summary.get("drain_s", math.nan)))
-            if not math.isfinite(ref_drain[0]):
-                raise InvalidMeasurement(ref_rate, "the reference run has no drain time")
+            late = run(ref_rate).summary.get(LATE_FIGURE)
+            ref_late.append(math.nan if late is None else float(late))
+            if not math.isfinite(ref_late[0]):
+                raise InvalidMeasurement(
+                    ref_rate,
+                    f"the reference run has no {LATE_FIGURE} (a run from before that figure "
+                    "existed, or most late requests failed)",
+                )
             res = find_capacity(ProbeCache(probe), 0.5, search)
         except InvalidMeasurement as exc:
             res = CapacityResult(0.5, None, None, len(runs), exc.rate, exc.reason)
-    ref = ref_drain[0] if ref_drain and math.isfinite(ref_drain[0]) else math.nan
+    ref = ref_late[0] if ref_late and math.isfinite(ref_late[0]) else math.nan
     probes = tuple(
         {
             "rate_scale": r,
             "sustained": float(sustained(o, ref)) if math.isfinite(ref) else math.nan,
+            "late_e2e_p50_s": o.summary.get("late_e2e_p50_s", math.nan),
+            "late_ttft_p50_s": o.summary.get("late_ttft_p50_s", math.nan),
+            "late_excess_fraction": late_excess_fraction(o, ref),
             "drain_s": o.summary.get("drain_s", math.nan),
-            "excess_drain_fraction": excess_drain_fraction(o, ref),
             "sustained_throughput_rps": o.summary.get("sustained_throughput_rps", math.nan),
             "offered_rps": base_rate_rps * r,
         }
@@ -148,24 +224,20 @@ def run_saturation(
     )
     rates = [p["sustained_throughput_rps"] for p in probes]
     rates = [x for x in rates if x is not None and math.isfinite(x)]
-    result = SaturationResult(
+    return SaturationResult(
         arm=arm.name,
         limit=res.capacity,
         upper=res.upper,
         offered_rps_at_limit=base_rate_rps * res.capacity if res.capacity else None,
         sustained_rps=max(rates) if rates else None,
-        drain_tol=DRAIN_TOL,
+        backlog_tol=BACKLOG_TOL,
+        late_figure=LATE_FIGURE,
         reference_rate=ref_rate,
-        reference_drain_s=ref if math.isfinite(ref) else None,
+        reference_late_s=ref if math.isfinite(ref) else None,
         probes=probes,
         bound=res.bound,
         note=res.invalid_reason,
     )
-    doc = {**result.to_dict(), "search": asdict(search)}
-    (out_dir / SATURATION_DIR / "saturation.json").write_text(
-        json.dumps(doc, indent=2, default=str) + "\n"
-    )
-    return result
 
 
 def read_saturation(out_dir: Path) -> dict[str, Any] | None:

@@ -15,7 +15,10 @@ tpot_slo_ms, token_times_ms (list of absolute token times, ms). Definitions:
   sustained_throughput_rps / sustained_output_tokens_per_s: completions (output tokens) per
   second of makespan, which fall below the offered rate once the device cannot keep up.
 - drain_s: makespan - arrival span, how long the run took past its last arrival; it grows with
-  the backlog once the device does not keep up (harness/saturation.py).
+  the backlog once the device does not keep up, and with the slowest late answer.
+- late_e2e_p50_s: median end-to-end latency of the last LATE_FRACTION of requests by arrival
+  (the same requests at every rate scale); a median, so one long answer does not move it
+  (harness/saturation.py judges the backlog by it).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 PERCENTILES = (50, 90, 99)
+LATE_FRACTION = 0.1
 
 
 def request_latencies(records: pd.DataFrame) -> pd.DataFrame:
@@ -95,7 +99,8 @@ def _sustained(records: pd.DataFrame, ok: pd.Series) -> dict[str, float]:
     if not len(records) or not ok.any():
         nan = float("nan")
         return {"makespan_s": nan, "sustained_throughput_rps": nan,
-                "sustained_output_tokens_per_s": nan, "drain_s": nan}  # fmt: skip
+                "sustained_output_tokens_per_s": nan, "drain_s": nan,
+                "late_e2e_p50_s": nan, "late_ttft_p50_s": nan}  # fmt: skip
     start_ms = float(records["arrival_ms"].min())
     makespan_s = max((float(records.loc[ok, "finish_ms"].max()) - start_ms) / 1000.0, 1e-9)
     arrival_span_s = (float(records["arrival_ms"].max()) - start_ms) / 1000.0
@@ -104,7 +109,22 @@ def _sustained(records: pd.DataFrame, ok: pd.Series) -> dict[str, float]:
         "sustained_throughput_rps": float(ok.sum()) / makespan_s,
         "sustained_output_tokens_per_s": float(records.loc[ok, "output_tokens"].sum()) / makespan_s,
         "drain_s": makespan_s - arrival_span_s,
+        "late_e2e_p50_s": _late_p50_s(records, "finish_ms"),
+        "late_ttft_p50_s": _late_p50_s(records, "first_token_ms"),
     }
+
+
+def _late_p50_s(records: pd.DataFrame, until: str) -> float:
+    """Median of (until - arrival) in s over the last LATE_FRACTION of requests by arrival;
+    NaN when more than half of them failed (the median would then be a failure's)."""
+    keys = ["arrival_ms", "rid"] if "rid" in records.columns else ["arrival_ms"]
+    order = records.sort_values(keys, kind="stable")
+    late = order.iloc[len(order) - max(1, int(np.ceil(len(order) * LATE_FRACTION))) :]
+    dt = (late[until] - late["arrival_ms"]).where(late["status"].eq("ok"))
+    if dt.isna().sum() * 2 > len(dt):
+        return float("nan")
+    # Failed late requests count as the slowest: dropping them would flatter an overload.
+    return float(np.median(dt.fillna(np.inf).to_numpy(dtype=np.float64))) / 1000.0
 
 
 def summarize(records: pd.DataFrame, span_s: float | None = None) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from fairbatching_sglang.report.collect import AbData, load_ab
 from fairbatching_sglang.report.plots import plot_attainment, plot_cdfs, plot_timeline
 from fairbatching_sglang.report.tables import (
     ATTAINMENT_KEYS,
+    LATE_FIGURE_TEXT,
     LATENCY_KEYS,
     all_capacities,
     arm_setting,
@@ -20,6 +22,7 @@ from fairbatching_sglang.report.tables import (
     is_fairbatching,
     limit_contradiction,
     ratio_table,
+    schedules_text,
     sweep_table,
     to_markdown,
     tuning_table,
@@ -82,10 +85,9 @@ def _saturation_lines(data: AbData) -> list[str]:
         return [
             *lines,
             f"**Not a limit for this workload**: the search called x{sat['limit']:.4g} the "
-            f"highest sustained rate, but `{arm}` served x{cap:.4g} within the SLOs. The drain "
-            "criterion (harness/saturation.py) fails when a few very long outputs arriving late "
-            "take longer than its tolerance on their own (low-load reference drain "
-            f"{sat['reference_drain_s'] or float('nan'):.1f} s), so no capacity is shown as a "
+            f"highest sustained rate, but `{arm}` served x{cap:.4g} within the SLOs, so the "
+            "window is too short for the backlog criterion (harness/saturation.py) to tell a "
+            "backlog from the steady slowdown of a loaded device, and no capacity is shown as a "
             "fraction of it. Probes: `saturation/saturation.json`.",
             "",
         ]
@@ -93,18 +95,23 @@ def _saturation_lines(data: AbData) -> list[str]:
         f"Limit **x{sat['limit']:.4g}** of the trace's rate "
         f"({sat['offered_rps_at_limit']:.3g} req/s offered"
         + (f"; x{upper:.4g} was not sustained" if upper else "; the search ceiling held")
-        + f"). Highest completion rate any probe measured: {sat['sustained_rps']:.3g} req/s. "
-        f"Arm-independent: searched with one fixed schedule, `{sat['arm']}` (within ~1-4% of "
-        "the other schedules' throughput, see harness/saturation.py), SLOs ignored; a rate is "
-        "sustained when the run ends no later after its last arrival than a low-load reference run "
-        f"(x{sat['reference_rate']:.4g}, {sat['reference_drain_s'] or float('nan'):.1f} s) "
-        f"plus {sat['drain_tol']:.0%} of its span, i.e. its backlog did not grow "
+        + "). Arm-independent: searched with fixed schedules, SLOs ignored, "
+        + schedules_text(sat)
+        + "; a rate is sustained when its last 10% of arrivals "
+        + LATE_FIGURE_TEXT.get(sat.get("late_figure", ""), "finish")
+        + ", at the median, no later after arriving than the same requests in a low-load "
+        f"reference run (x{sat['reference_rate']:.4g}: {_fmt_s(sat.get('reference_late_s'))}) "
+        f"plus {sat['backlog_tol']:.0%} of the run's span, i.e. its backlog did not grow "
         "(harness/saturation.py). `of_limit_at_T` above = capacity / limit: how much of what the "
         "device can do at all each arm delivers within the SLOs. Probes: "
         "`saturation/saturation.json`.",
         "",
     ]
     return lines
+
+
+def _fmt_s(v: object) -> str:
+    return f"{v:.1f} s" if isinstance(v, int | float) and math.isfinite(v) else "n/a"
 
 
 def _ratio_lines(data: AbData, ratios: pd.DataFrame, rate: float | None) -> list[str]:

@@ -28,6 +28,7 @@ from fairbatching_sglang.report.tables import (
     best_stock_arm,
     is_fairbatching,
     limit_contradiction,
+    schedules_text,
     to_markdown,
 )
 
@@ -199,7 +200,7 @@ def write_grid_report(root: Path, title: str | None = None) -> Path:
             "## Against the device's limit",
             "",
             f"**Not a limit for this workload**: a cell's capacity is above the searched "
-            f"x{sat['limit']:.4g} (the drain criterion fails on very long late outputs, "
+            f"x{sat['limit']:.4g} (the window is too short for the backlog criterion, "
             "report.tables.limit_contradiction); no capacity is shown as a fraction of it.",
             "",
         ]
@@ -208,7 +209,7 @@ def write_grid_report(root: Path, title: str | None = None) -> Path:
             "## Against the device's limit",
             "",
             f"Saturation limit x{sat['limit']:.4g} ({sat['offered_rps_at_limit']:.3g} req/s "
-            f"offered; searched once with `{sat['arm']}`, SLOs ignored; "
+            "offered; searched once, SLOs ignored, " + schedules_text(sat) + "; "
             "`saturation/saturation.json`). `of_limit` = capacity / limit: the share of what "
             "the device can do at all that each arm delivers within each cell's SLOs.",
             "",

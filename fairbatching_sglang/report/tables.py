@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 
@@ -100,10 +101,10 @@ def limit_contradiction(
     limit: float | None, capacities: dict[str, float | None]
 ) -> tuple[str, float] | None:
     """(arm, capacity) of the highest capacity above `limit` x LIMIT_CONTRADICTION_TOL, or None.
-    The drain criterion (harness/saturation.py) fails on heavy-tailed outputs: a few 10k-token
-    answers arriving late take longer than 5% of a compressed span on their own, so it calls a
-    rate the arms serve within their SLOs unsustained (the reasoning preset: limit x0.91,
-    capacities x5-6.75)."""
+    A capacity well above the limit means the search was wrong for this workload: the drain
+    criterion it replaced (harness/saturation.py) put the reasoning preset's limit at x0.91
+    against capacities of x5-6.75; a window shorter than its answers can still fool the
+    late-arrival criterion, so the guard stays."""
     if not limit:
         return None
     over = {a: c for a, c in capacities.items() if c is not None and c == c and c > 0}
@@ -111,6 +112,18 @@ def limit_contradiction(
         return None
     arm = max(over, key=lambda a: over[a])
     return (arm, over[arm]) if over[arm] > limit * LIMIT_CONTRADICTION_TOL else None
+
+
+LATE_FIGURE_TEXT = {"late_e2e_p50_s": "finish", "late_ttft_p50_s": "get their first token"}
+
+
+def schedules_text(sat: dict[str, Any]) -> str:
+    """'the highest of `a` x3.1 and `b` x3.3' (or the one schedule searched)."""
+    found = [
+        f"`{s['arm']}` " + (f"x{s['limit']:.4g}" if s.get("limit") else "none")
+        for s in sat.get("schedules") or [{"arm": sat["arm"], "limit": sat["limit"]}]
+    ]
+    return "the highest of " + " and ".join(found) if len(found) > 1 else found[0]
 
 
 def all_capacities(data: AbData) -> dict[str, float | None]:
