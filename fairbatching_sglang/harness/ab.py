@@ -441,11 +441,13 @@ def saturation_of(
 
     if base_rate_rps is None or cfg.capacity is None:
         raise ValueError("the saturation search needs the trace's base rate and a search")
-    prior = (
-        {a: finished_runs(out_dir / SATURATION_DIR, a) for a in saturation_arms(backend)}
-        if resuming
-        else None
-    )
+
+    def judgeable(arm: str) -> dict[float, RunOutcome]:
+        # A probe from before the criterion's figure existed runs again, not judged without it.
+        runs = finished_runs(out_dir / SATURATION_DIR, arm)
+        return {r: o for r, o in runs.items() if LATE_FIGURE in o.summary}
+
+    prior = {a: judgeable(a) for a in saturation_arms(backend)} if resuming else None
 
     def on_run(o: RunOutcome) -> None:
         if on_progress is not None:

@@ -270,6 +270,30 @@ def test_sim_ab_reports_capacity_as_a_fraction_of_the_limit(tmp_path: Path) -> N
     assert "of_limit_at_0.9" not in pd.read_csv(tmp_path / "capacity.csv").columns
 
 
+def test_resume_runs_again_a_probe_from_before_the_figure(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fairbatching_sglang.cli import app
+    from fairbatching_sglang.harness.saturation import LATE_FIGURE
+
+    trace = Path(__file__).resolve().parents[2] / "traces/synthetic_conv_10min.csv"
+    args = ["ab", "--trace", str(trace), "--backend", "sim", "--duration", "60",
+            "--arms", "sglang-mixed", "--targets", "0.9", "--rel-tol", "0.1",
+            "--no-tune-baselines", "--out", str(tmp_path)]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    first = json.loads((tmp_path / "ab.json").read_text())["saturation"]
+    # The reference probe as an older version wrote it: no late-arrival figure.
+    ref = tmp_path / "saturation" / SATURATION_ARMS[0] / "x0.125" / "status.json"
+    doc = json.loads(ref.read_text())
+    del doc["summary"][LATE_FIGURE]
+    ref.write_text(json.dumps(doc))
+    res = CliRunner().invoke(app, [*args, "--resume"])
+    assert res.exit_code == 0, res.output
+    again = json.loads((tmp_path / "ab.json").read_text())["saturation"]
+    assert again["limit"] == first["limit"] and again.get("note") is None
+    assert LATE_FIGURE in json.loads(ref.read_text())["summary"]  # run again, not judged blind
+
+
 def test_limit_contradiction_needs_a_capacity_beyond_the_tolerance() -> None:
     from fairbatching_sglang.report.tables import LIMIT_CONTRADICTION_TOL, limit_contradiction
 
