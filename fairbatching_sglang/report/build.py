@@ -107,11 +107,26 @@ def _saturation_lines(data: AbData) -> list[str]:
         "`saturation/saturation.json`.",
         "",
     ]
+    above = {a: c for a, c in all_capacities(data).items() if c and c > float(sat["limit"])}
+    if above:
+        names = ", ".join(f"`{a}` x{c:.4g}" for a, c in above.items())
+        lines += [
+            f"Above the limit: {names}. The limit is SGLang's: its admission reserves KV for "
+            "the future output of every new and running request (up to 4096 tokens each, at "
+            "ratio 1 under the ignore_eos the replay uses), which binds on long outputs; "
+            "`sarathi` is the simulator's "
+            "vLLM-style baseline, which reserves none and preempts instead, so it can admit "
+            "more than any SGLang schedule. Any other arm above it means the window is too "
+            "short for a backlog to break the SLOs.",
+            "",
+        ]
     return lines
 
 
 def _fmt_s(v: object) -> str:
-    return f"{v:.1f} s" if isinstance(v, int | float) and math.isfinite(v) else "n/a"
+    if not (isinstance(v, int | float) and math.isfinite(v)):
+        return "n/a"
+    return f"{v:.1f} s" if v >= 1.0 else f"{v * 1000.0:.0f} ms"
 
 
 def _ratio_lines(data: AbData, ratios: pd.DataFrame, rate: float | None) -> list[str]:

@@ -268,6 +268,12 @@ def test_sim_ab_reports_capacity_as_a_fraction_of_the_limit(tmp_path: Path) -> N
     report = write_report(tmp_path).read_text()
     assert "Not a limit for this workload" in report and "of_limit" not in report
     assert "of_limit_at_0.9" not in pd.read_csv(tmp_path / "capacity.csv").columns
+    # A capacity above the limit but within the tolerance is shown, and named as above it.
+    ab["saturation"]["limit"] = cap.at["sglang-mixed", "capacity_at_0.9"] / 1.2
+    (tmp_path / "ab.json").write_text(json.dumps(ab))
+    report = write_report(tmp_path).read_text()
+    assert "Above the limit: `sglang-mixed`" in report and "Not a limit" not in report
+    assert pd.read_csv(tmp_path / "capacity.csv").at[0, "of_limit_at_0.9"] == pytest.approx(1.2)
 
 
 def test_resume_runs_again_a_probe_from_before_the_figure(tmp_path: Path) -> None:
