@@ -8,13 +8,13 @@ test: it is searched once per A/B (and once per SLO grid) with fixed schedules, 
 prefill steps, so no step is spent on a handful of decodes alone; both exist on every
 backend), and the limit is the higher of the two. Measured (realistic device, Azure conv first
 20 min, completion rate at 1.6x overload): prefill first 19.0 req/s, mixed 19.6, Sarathi
-19.85, FairBatching 19.6; on the reasoning preset mixed at its default chunk (8192) queues
-from x5.4, at 2048 not before x5.5: one schedule is not enough. The limit is SGLang's, whose
-admission reserves KV for the future output of every new and running request (up to 4096
-tokens each); the simulator's `sarathi` (vLLM-style: no reservation, preemption instead) can
-exceed it on long outputs (reasoning preset: Sarathi meets the SLOs at x6.75, every SGLang
-schedule queues by x5.8; without the reservation SGLang mixed's attainment at x6.75 goes from
-0.41 to 0.69, Sarathi's is 0.90).
+19.85, FairBatching 19.6. Limits per schedule (realistic device): reasoning preset x5.69 at
+the default chunk (8192) and x5.75 at 2048, whole Azure code x7.125 and x7.0: either can lead.
+The limit is SGLang's, whose admission reserves KV for the future output of every new and
+running request (up to 4096 tokens each); the simulator's `sarathi` (vLLM-style: no
+reservation, preemption instead) can exceed it on long outputs (reasoning preset: Sarathi meets
+the SLOs at x6.75; without the reservation SGLang mixed's attainment there goes from 0.41 to
+0.69, Sarathi's is 0.90).
 
 Sustained: the late arrivals wait no longer than at low load. The run summary's
 late_ttft_p50_s is the median time to first token of the last 10% of requests by arrival (the
@@ -26,11 +26,11 @@ last arrivals' excess is about (rho - 1) x span: a 5% tolerance is a ~5% overloa
 
 Why the wait and not the whole latency or the drain: a loaded device that keeps up still runs
 bigger batches and slower steps, and that steady slowdown is paid per output token. On the
-reasoning preset (outputs p50 500, tail 30k tokens) at x6 the late arrivals' median latency is
-14 s against 4 s at low load, 5% of a 200-s span, with no queue at all (their first token
-still comes in 0.1 s): a latency criterion put the limit at x5.4-5.9 while Sarathi met the
-SLOs at x6.75. The run's drain (makespan - arrival span, the first version) is the slowest
-late answer: x0.91 there. A device with KV to spare can let an overload grow its running batch
+reasoning preset (outputs p50 500, tail 30k tokens) Sarathi at x6 has its late arrivals'
+median latency at 14 s against 4 s at low load, 5% of a 200-s span, with no queue at all
+(their first token still comes in 0.1 s): a latency criterion put Sarathi's own limit at x5.9,
+below the x6.75 at which it met the SLOs. The run's drain (makespan - arrival span, the first
+version) is the slowest late answer: x0.91 there. A device with KV to spare can let an overload grow its running batch
 for a while before a queue forms; measured, the queue follows within a few percent of the
 rate (whole Azure conv: the late arrivals' median latency rose at x3.75, their wait at
 x3.875). Tried and dropped before: the backlog's least-squares slope (a burst near the end
