@@ -26,15 +26,15 @@ last arrivals' excess is about (rho - 1) x span: a 5% tolerance is a ~5% overloa
 
 Why the wait and not the whole latency or the drain: a loaded device that keeps up still runs
 bigger batches and slower steps, and that steady slowdown is paid per output token. On the
-reasoning preset (outputs p50 500, tail 30k tokens) Sarathi at x6 has its late arrivals'
-median latency at 14 s against 4 s at low load, 5% of a 200-s span, with no queue at all
-(their first token still comes in 0.1 s): a latency criterion put Sarathi's own limit at x5.9,
-below the x6.75 at which it met the SLOs. The run's drain (makespan - arrival span, the first
-version) is the slowest late answer: x0.91 there. A device with KV to spare can let an overload grow its running batch
-for a while before a queue forms; measured, the queue follows within a few percent of the
-rate (whole Azure conv: the late arrivals' median latency rose at x3.75, their wait at
-x3.875). Tried and dropped before: the backlog's least-squares slope (a burst near the end
-looked like growth, a 20% overload on Azure code like none), the delay of the last finishes
+reasoning preset (outputs p50 500, tail 30k tokens) Sarathi at x6 has its late arrivals' median
+latency at 14 s against 4 s at low load, 5% of a 200-s span, with no queue at all (their first
+token still comes in 0.1 s): a latency criterion put Sarathi's own limit at x5.9, below the
+x6.75 at which it met the SLOs. The run's drain (makespan - arrival span, the first version) is
+the slowest late answer: x0.91 there. A device with KV to spare can let an overload grow its
+running batch for a while before a queue forms; measured, the queue follows within a few
+percent of the rate (whole Azure conv: the late arrivals' median latency rose at x3.75, their
+wait at x3.875). Tried and dropped before: the backlog's least-squares slope (a burst near the
+end looked like growth, a 20% overload on Azure code like none), the delay of the last finishes
 without a reference (a 2-min window "failed" at half its limit), the interquartile completion /
 arrival rate (not monotone in the rate). Each probe's figures are in saturation.json.
 
