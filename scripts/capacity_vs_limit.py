@@ -102,7 +102,9 @@ def main() -> None:
         to_markdown(head, ".4g"),
         "A limit shown as - was not found, or was contradicted by a capacity above 1.5x it "
         "(report.tables.limit_contradiction: a window shorter than its answers can fool the "
-        "backlog criterion); such a trace has no row in the fraction table.",
+        "backlog criterion); such a trace has no row in the fraction table. A fraction above 1 "
+        "is an arm the SGLang limit does not bind: the simulator's vLLM-style `sarathi` "
+        "reserves no KV for future output, SGLang's admission does (the A/B report says so).",
         "",
         "## 90% capacity (rate scale)",
         "",
