@@ -16,13 +16,14 @@ tpot_slo_ms, token_times_ms (list of absolute token times, ms). Definitions:
   second of makespan, which fall below the offered rate once the device cannot keep up.
 - drain_s: makespan - arrival span, how long the run took past its last arrival; it grows with
   the backlog once the device does not keep up, and with the slowest late answer.
-- late_e2e_p50_s: median end-to-end latency of the last LATE_FRACTION of requests by arrival
-  (the same requests at every rate scale); a median, so one long answer does not move it
-  (harness/saturation.py judges the backlog by it).
+- late_ttft_p50_s / late_e2e_p50_s: median TTFT / end-to-end latency of the last
+  LATE_FRACTION of requests by arrival (the same requests at every rate scale); medians, so one
+  long answer does not move them (harness/saturation.py judges the backlog by the TTFT one).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -109,22 +110,27 @@ def _sustained(records: pd.DataFrame, ok: pd.Series) -> dict[str, float]:
         "sustained_throughput_rps": float(ok.sum()) / makespan_s,
         "sustained_output_tokens_per_s": float(records.loc[ok, "output_tokens"].sum()) / makespan_s,
         "drain_s": makespan_s - arrival_span_s,
-        "late_e2e_p50_s": _late_p50_s(records, "finish_ms"),
-        "late_ttft_p50_s": _late_p50_s(records, "first_token_ms"),
+        **_late_p50s(records),
     }
 
 
-def _late_p50_s(records: pd.DataFrame, until: str) -> float:
-    """Median of (until - arrival) in s over the last LATE_FRACTION of requests by arrival;
-    NaN when more than half of them failed (the median would then be a failure's)."""
+def _late_p50s(records: pd.DataFrame) -> dict[str, float]:
+    """late_ttft_p50_s / late_e2e_p50_s: medians (s) over the last LATE_FRACTION of requests by
+    arrival; NaN when more than half of them failed (the median would then be a failure's)."""
     keys = ["arrival_ms", "rid"] if "rid" in records.columns else ["arrival_ms"]
-    order = records.sort_values(keys, kind="stable")
+    order = records.sort_values(keys, kind="stable")  # once for both figures
     late = order.iloc[len(order) - max(1, int(np.ceil(len(order) * LATE_FRACTION))) :]
-    dt = (late[until] - late["arrival_ms"]).where(late["status"].eq("ok"))
-    if dt.isna().sum() * 2 > len(dt):
-        return float("nan")
-    # Failed late requests count as the slowest: dropping them would flatter an overload.
-    return float(np.median(dt.fillna(np.inf).to_numpy(dtype=np.float64))) / 1000.0
+    ok = late["status"].eq("ok")
+    out: dict[str, float] = {}
+    for name, until in (("late_ttft_p50_s", "first_token_ms"), ("late_e2e_p50_s", "finish_ms")):
+        dt = (late[until] - late["arrival_ms"]).where(ok)
+        # Failed late requests count as the slowest: dropping them would flatter an overload.
+        out[name] = (
+            math.nan
+            if dt.isna().sum() * 2 > len(dt)
+            else float(np.median(dt.fillna(np.inf).to_numpy(dtype=np.float64))) / 1000.0
+        )
+    return out
 
 
 def summarize(records: pd.DataFrame, span_s: float | None = None) -> dict[str, float]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairbatching_sglang.metrics.latency import LATE_FRACTION
 from fairbatching_sglang.report.collect import AbData, load_ab
 from fairbatching_sglang.report.plots import plot_attainment, plot_cdfs, plot_timeline
 from fairbatching_sglang.report.tables import (
@@ -86,9 +87,9 @@ def _saturation_lines(data: AbData) -> list[str]:
             *lines,
             f"**Not a limit for this workload**: the search called x{sat['limit']:.4g} the "
             f"highest sustained rate, but `{arm}` served x{cap:.4g} within the SLOs, so the "
-            "window is too short for the backlog criterion (harness/saturation.py) to tell a "
-            "backlog from the steady slowdown of a loaded device, and no capacity is shown as a "
-            "fraction of it. Probes: `saturation/saturation.json`.",
+            "search was wrong for this workload (harness/saturation.py; e.g. a window too short "
+            "for a backlog to show), and no capacity is shown as a fraction of it. Probes: "
+            "`saturation/saturation.json`.",
             "",
         ]
     lines += [
@@ -97,7 +98,7 @@ def _saturation_lines(data: AbData) -> list[str]:
         + (f"; x{upper:.4g} was not sustained" if upper else "; the search ceiling held")
         + "). Arm-independent: searched with fixed schedules, SLOs ignored, "
         + schedules_text(sat)
-        + "; a rate is sustained when its last 10% of arrivals "
+        + f"; a rate is sustained when its last {LATE_FRACTION:.0%} of arrivals "
         + LATE_FIGURE_TEXT.get(sat.get("late_figure", ""), "finish")
         + ", at the median, no later after arriving than the same requests in a low-load "
         f"reference run (x{sat['reference_rate']:.4g}: {_fmt_s(sat.get('reference_late_s'))}) "
