@@ -230,6 +230,12 @@ def main() -> int:
             replay_start = e_out.extra.get("replay_start_s")
             e_fig = emulated_figures(edir, e_out.summary, replay_start) if e_out.summary else None
             ok, notes = verdict(s_fig, e_fig) if e_fig else (False, [e_out.error or e_out.status])
+            validity = e_out.extra.get("validity") or {}
+            if e_fig and validity.get("valid") is False:
+                # A CPU-starved run measures this machine, not the scheduler: never a pass.
+                why = "; ".join(validity.get("reasons", [])) or "CPU-starved"
+                notes = [f"emulated run invalid ({why})", *(notes or ["figures within target"])]
+                ok = False
             row = {
                 "slice": name,
                 "arm": arm.name,

@@ -255,8 +255,11 @@ def run_searches(
     store: ProbeStore,
     ctx: dict[str, dict[str, Any]],
     pool: ProcessPoolExecutor,
+    probe_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> None:
-    """Advance every search to the end, probing through the pool (store hits cost nothing)."""
+    """Advance every search to the end, probing through the pool (store hits cost nothing).
+    probe_fn: a module-level probe (default `probe`); it gets the same task dict."""
+    probe_fn = probe_fn or probe
     running: dict[Any, Search] = {}
     todo = list(searches)
     done_probes = 0
@@ -286,7 +289,7 @@ def run_searches(
                 "duration_s": c["duration_s"],
                 "arm": dataclasses.asdict(arm),
             }
-            running[pool.submit(probe, task)] = s
+            running[pool.submit(probe_fn, task)] = s
         todo = still
         if not running:
             break

@@ -46,9 +46,14 @@ class FairBatchingConfig:
     deadline_headroom: the policy plans against SLOs scaled by this factor (0.9 = aim for 90% of
         each TTFT / TPOT target) to absorb cost-model error and per-step jitter; 1.0 plans to the
         exact SLO, so any step that runs longer than predicted turns into a miss.
-    late_prefill_order: "edf" orders all new prefills by TTFT slack (most late first, best for tail
-        TTFT); "deprioritize" serves prefills that can still meet their TTFT first and the already
-        late ones after them (better SLO attainment/goodput under overload).
+    late_prefill_order: "edf" orders all new prefills by TTFT slack (most late first); under a
+        surge every queued request then turns late together. "deprioritize" serves prefills that
+        can still meet their TTFT first and the already late ones after them (fewer misses, and a
+        lower p99 TTFT when misses are few), at the risk of starving late ones.
+    late_prefill_max_defer_slo: with "deprioritize", a late prefill is deferred behind meetable
+        ones only until it is this many of its own TTFT SLOs past its deadline; then it is ordered
+        by slack with them again (so first), which bounds how long it can starve (TTFT about
+        (1 + this) x SLO plus the queue ahead). None: no bound.
     closed_loop: how the planner follows measured step times (core/closed_loop.py: online
         recalibration plus a margin from the recent measured/predicted distribution); None plans
         with the offline model as given, open loop (then any under-prediction is a miss).
@@ -66,6 +71,7 @@ class FairBatchingConfig:
     guarantee_prefill_progress: bool = True
     protect_prefill_ttft: bool = True
     late_prefill_order: Literal["edf", "deprioritize"] = "edf"
+    late_prefill_max_defer_slo: float | None = None
     decode_deadline_anchor: Literal["arrival", "first_token"] = "first_token"
     deadline_headroom: float = 1.0
     closed_loop: ClosedLoopConfig | None = field(default_factory=ClosedLoopConfig)
@@ -88,6 +94,8 @@ class FairBatchingConfig:
             raise ValueError("min_chunk_tokens must be >= 1")
         if self.late_prefill_order not in ("edf", "deprioritize"):
             raise ValueError("late_prefill_order must be 'edf' or 'deprioritize'")
+        if self.late_prefill_max_defer_slo is not None and self.late_prefill_max_defer_slo < 0:
+            raise ValueError("late_prefill_max_defer_slo must be >= 0 when set")
         if not 0.0 < self.deadline_headroom <= 1.0:
             raise ValueError("deadline_headroom must be in (0, 1]")
         if self.decode_deadline_anchor not in ("arrival", "first_token"):

@@ -311,6 +311,11 @@ def prefill_order(snap: SchedulerSnapshot, config: FairBatchingConfig) -> np.nda
     pre = snap.prefills
     ttft_slack = prefill_ttft_slack_ms(snap, config)
     if config.late_prefill_order == "deprioritize":
-        # Meetable ones first by slack, then late ones by slack.
-        return np.lexsort((ttft_slack, ttft_slack < 0, ~pre.is_continuing))
+        # Meetable ones first by slack, then late ones by slack; a late one past the deferral
+        # bound rejoins the first group, where its (most negative) slack puts it first.
+        deferred = ttft_slack < 0
+        bound = config.late_prefill_max_defer_slo
+        if bound is not None:
+            deferred &= ttft_slack >= -bound * pre.ttft_slo_ms
+        return np.lexsort((ttft_slack, deferred, ~pre.is_continuing))
     return np.lexsort((ttft_slack, ~pre.is_continuing))

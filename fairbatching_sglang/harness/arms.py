@@ -77,6 +77,19 @@ ARMS: dict[str, Arm] = {
         patched=True,
         fb_overrides={"decode_deadline_anchor": "arrival"},
     ),
+    # fairbatching with late prefills deferred behind those that can still meet their TTFT, for
+    # at most 3 TTFT SLOs past their deadline: fewer TTFT misses (higher attainment), a longer
+    # tail for the deferred ones (results/late-prefill-order/ has the measured trade-off).
+    "fairbatching-defer-late": Arm(
+        "fairbatching-defer-late",
+        "fairbatching",
+        patched=True,
+        fb_overrides={
+            "decode_deadline_anchor": "first_token",
+            "late_prefill_order": "deprioritize",
+            "late_prefill_max_defer_slo": 3.0,
+        },
+    ),
     # fairbatching without the closed loop: plans with the profile as given, no online
     # recalibration and no margin (the policy before issue #13; an ablation, not a product).
     "fairbatching-open": Arm(

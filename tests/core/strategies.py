@@ -84,6 +84,7 @@ configs = st.builds(
     guarantee_prefill_progress=st.booleans(),
     protect_prefill_ttft=st.booleans(),
     late_prefill_order=st.sampled_from(["edf", "deprioritize"]),
+    late_prefill_max_defer_slo=st.one_of(st.none(), st.floats(0.0, 5.0)),
     deadline_headroom=st.floats(0.5, 1.0),
     decode_deadline_anchor=st.sampled_from(["arrival", "first_token"]),
 )

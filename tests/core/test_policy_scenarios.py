@@ -104,6 +104,26 @@ def test_late_prefills_can_be_deprioritized() -> None:
     assert [c.prefill_index for c in depri.prefill_chunks] == [1, 0]
 
 
+def test_late_prefill_deferral_is_bounded_in_ttft_slos() -> None:
+    # Slacks: 50 ms late, 300 ms to spare, 2500 ms late (2.5 TTFT SLOs of 1000 ms).
+    prefills = [_prefill(100, -50.0), _prefill(100, 300.0), _prefill(100, -2500.0)]
+    snap = SchedulerSnapshot.build(0.0, [], prefills, **CAPS)
+
+    def order(**cfg: object) -> list[int]:
+        dec = FairBatchingPolicy(CM, FairBatchingConfig(**cfg)).decide(snap)  # type: ignore[arg-type]
+        return [c.prefill_index for c in dec.prefill_chunks]
+
+    assert order() == [2, 0, 1]  # edf: most late first
+    assert order(late_prefill_order="deprioritize") == [1, 2, 0]
+    # Past 2 SLOs late, the 2500-ms-late one is no longer deferred: first again.
+    assert order(late_prefill_order="deprioritize", late_prefill_max_defer_slo=2.0) == [2, 1, 0]
+    # Within 3 SLOs both late ones stay deferred; a zero bound defers nothing (edf).
+    assert order(late_prefill_order="deprioritize", late_prefill_max_defer_slo=3.0) == [1, 2, 0]
+    assert order(late_prefill_order="deprioritize", late_prefill_max_defer_slo=0.0) == [2, 0, 1]
+    with pytest.raises(ValueError, match="late_prefill_max_defer_slo"):
+        FairBatchingConfig(late_prefill_max_defer_slo=-1.0)
+
+
 def test_new_request_limit_and_kv_reservation() -> None:
     prefills = [_prefill(100, kv_reserve_tokens=500) for _ in range(5)]
     limited = SchedulerSnapshot.build(0.0, [], prefills, **{**CAPS, "kv_free_tokens": 1250})

@@ -62,3 +62,12 @@ def test_open_loop_arm_is_first_token_without_the_closed_loop() -> None:
     assert json.loads(flags[flags.index("--fairbatching-config") + 1])["closed_loop"] is None
     (arm,) = resolve_arms(["fairbatching-open"], "emulated")
     assert arm.name == "fairbatching-open" and arm.patched
+
+
+def test_defer_late_arm_bounds_the_deferral() -> None:
+    cfg = ARMS["fairbatching-defer-late"].fairbatching_config()
+    assert cfg.late_prefill_order == "deprioritize" and cfg.late_prefill_max_defer_slo == 3.0
+    assert cfg.closed_loop is not None and cfg.decode_deadline_anchor == "first_token"
+    flags = ARMS["fairbatching-defer-late"].gpu_flags(SloTargets(1000.0, 50.0), "p")
+    sent = json.loads(flags[flags.index("--fairbatching-config") + 1])
+    assert sent["late_prefill_max_defer_slo"] == 3.0

@@ -29,6 +29,7 @@ def _simulate(tmp_path: Path, *extra: str) -> tuple[int, str, dict]:
         ("fairbatching-ft", "first_token", True),
         ("fairbatching-arrival", "arrival", True),
         ("fairbatching-open", "first_token", False),
+        ("fairbatching-defer-late", "first_token", True),
     ],
 )
 def test_simulate_takes_every_fairbatching_arm(
