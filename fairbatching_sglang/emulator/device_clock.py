@@ -13,6 +13,8 @@ after the device had finished it) and `idle_before_ms` (the device sat idle befo
 although the previous one had work). The harness reads them to mark CPU-starved runs invalid.
 `num_sat_out` counts the decode rows the server held that the step did not run (plugin.py): the
 rows FairBatching parked, or every decode stalled behind a stock prefill-only step.
+With a step log, `requests_received.jsonl` beside it records when the scheduler took in each
+request (rid, wall time): the replay's send time to that instant is the server's ingress delay.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from fairbatching_sglang.core.cost_model import StepShape
@@ -29,6 +32,7 @@ from fairbatching_sglang.profiles import load_profile
 from fairbatching_sglang.profiles.device_model import DeviceModel
 
 logger = logging.getLogger(__name__)
+RECEIVED_LOG = "requests_received.jsonl"
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,12 @@ class DeviceClock:
         self.free_s = 0.0
         self._last_had_work = False
         self._log: IO[str] | None = None
+        self._received: IO[str] | None = None
         if settings.step_log:
+            # Beside the step log: when the scheduler took in each request (after HTTP, the
+            # tokenizer manager and ZMQ), so a replay can tell ingress delay from scheduling.
+            received = Path(settings.step_log).with_name(RECEIVED_LOG)
+            self._received = open(received, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
             self._log = open(settings.step_log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
             self._log.write(
                 "# emulated device: "
@@ -64,6 +73,12 @@ class DeviceClock:
                 )
                 + "\n"
             )
+
+    def note_received(self, rid: str) -> None:
+        """The scheduler took request `rid` in now (wall clock, comparable with the client's)."""
+        if self._received is not None:
+            row = {"rid": rid, "received_s": round(time.time(), 6)}
+            self._received.write(json.dumps(row, separators=(",", ":")) + "\n")
 
     def launch(self, shape: StepShape, num_sat_out: int = 0) -> EmulatedStep:
         """Queue a batch on the device; its `ready_s` is when it is done (perf_counter s)."""

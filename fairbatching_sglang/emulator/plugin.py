@@ -1,4 +1,4 @@
-"""The two hooks on SGLang's Scheduler (registered with SGLang's own HookRegistry):
+"""The hooks on SGLang's Scheduler (registered with SGLang's own HookRegistry):
 
 - REPLACE `Scheduler.init_tp_model_worker` (scheduler.py ~1018): build the emulated worker;
 - AROUND `Scheduler.process_batch_result` (scheduler.py ~5101): wait until the emulated device
@@ -7,6 +7,8 @@
   server holds outside it (for the device step log's `num_sat_out`): when a step is not the
   running batch itself, `running_batch` then holds exactly the rows left out (FairBatching's
   parked rows; all decodes behind a stock prefill-only step; none after a stock mixed step).
+- BEFORE `Scheduler.handle_generate_request` (scheduler.py ~2953): note when the scheduler took
+  the request in (device_clock.py's requests_received.jsonl, with a step log only).
 
 Settings are validated here, in every process; a bad FAIRBATCHING_EMULATED_* value raises, and
 `register` (__init__.py) turns that into SystemExit (SGLang's plugin loader swallows exceptions),
@@ -41,6 +43,14 @@ def _process_batch_result(original: Any, self: Any, batch: Any, result: Any) -> 
     return original(self, batch, result)
 
 
+def _handle_generate_request(self: Any, recv_req: Any, *args: Any, **kwargs: Any) -> None:
+    from fairbatching_sglang.emulator.device_clock import device_clock
+
+    # SGLang's own time_stats (API-server stamps) are not sent to the scheduler unless metrics
+    # or tracing are on (seen empty here), so only the receipt itself is logged.
+    device_clock().note_received(str(recv_req.rid))
+
+
 def _run_batch(original: Any, self: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
     running = self.running_batch
     if running is not None and running is not batch:
@@ -61,6 +71,9 @@ def install_hooks() -> None:
         f"{_SCHEDULER}.process_batch_result", _process_batch_result, HookType.AROUND
     )
     HookRegistry.register(f"{_SCHEDULER}.run_batch", _run_batch, HookType.AROUND)
+    HookRegistry.register(
+        f"{_SCHEDULER}.handle_generate_request", _handle_generate_request, HookType.BEFORE
+    )
     if settings.policy_fault_every is not None:
         from fairbatching_sglang.emulator.fault import install_policy_fault
 

@@ -77,6 +77,9 @@ class ReplayResult:
     num_cap_waits: int
     max_in_flight_seen: int
     run_token: str = ""
+    # Wall clock (time.time()) of t0, the origin of arrival_ms / send_ms: lines other processes
+    # stamp with time.time() (the emulated scheduler's receive log) map onto the replay with it.
+    t0_wall_s: float = math.nan
 
     def counts(self) -> dict[str, int]:
         vc = self.records["status"].value_counts()
@@ -102,6 +105,7 @@ class _Replay:
         self.max_in_flight_seen = 0
         self.num_cap_waits = 0
         self.t0 = 0.0
+        self.t0_wall_s = math.nan
         self.run_token = cfg.run_token or new_run_token()
 
     def _ms(self) -> float:
@@ -139,6 +143,7 @@ class _Replay:
             # cold disk); load it now, before t0, so it is not the first requests' dispatch lag.
             await anyio.sleep(0)
             self.t0 = time.perf_counter() + cfg.start_delay_s
+            self.t0_wall_s = time.time() + (self.t0 - time.perf_counter())
             tasks: list[asyncio.Task[None]] = []
             try:
                 for i in range(self.n):
@@ -295,6 +300,7 @@ async def replay_async(
         num_cap_waits=r.num_cap_waits,
         max_in_flight_seen=r.max_in_flight_seen,
         run_token=r.run_token,
+        t0_wall_s=r.t0_wall_s,
     )
 
 

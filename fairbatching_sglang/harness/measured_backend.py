@@ -198,6 +198,7 @@ class MeasuredArmSession:
             "counts": result.counts(),
             "num_cap_waits": result.num_cap_waits,
             "max_in_flight_seen": result.max_in_flight_seen,
+            "replay_t0_wall_s": result.t0_wall_s,
             "replay_wall_s": result.wall_s,
             "server_returncode": rc,
             "rid_token": result.run_token,

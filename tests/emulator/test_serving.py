@@ -57,9 +57,20 @@ def test_concurrent_streams_exact_lengths(server: ServerProcess) -> None:
         # max_new_tokens 1 finishes in the prefill step; 2 on the first decode.
         for i, n in enumerate([1, 2, 3] + [rng.randint(1, 120) for _ in range(53)])
     ]
+    t0 = time.time()
     results = run_requests(server.url, reqs)
+    t1 = time.time()
     problems = [p for q, r in zip(reqs, results, strict=True) for p in check_exact(q, r)]
     assert not problems, problems[:10]
+    # The scheduler noted taking in each request exactly once, while the test ran.
+    mine = {q.rid for q in reqs}
+    received = [
+        r
+        for r in read_jsonl(server.device_log.with_name("requests_received.jsonl"))
+        if r["rid"] in mine
+    ]
+    assert sorted(r["rid"] for r in received) == sorted(mine)
+    assert all(t0 - 1.0 <= r["received_s"] <= t1 + 1.0 for r in received)
     for q, r in zip(reqs, results, strict=True):
         assert r.output_ids == expected_ids(len(q.input_ids), q.max_new_tokens), q.rid
         # Streaming: every chunk extends the previous one (output ids are cumulative).

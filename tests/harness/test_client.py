@@ -101,8 +101,11 @@ def test_connection_refused() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
+    before = time.time()
     res = replay(_table(5, 0.05), SLO, ClientConfig(base_url=f"http://127.0.0.1:{port}"))
     assert res.counts() == {"ok": 0, "failed": 5, "timeout": 0}
+    # t0 on the wall clock: start_delay_s (0.5 s) after the call, whatever the outcome.
+    assert before + 0.4 <= res.t0_wall_s <= before + 0.5 + 2.0
     assert res.records["error"].str.startswith("connect error").all()
 
 
