@@ -20,12 +20,10 @@ go to late_prefill.csv and README.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import platform
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -48,70 +46,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def probe(task: dict[str, Any]) -> dict[str, Any]:
-    """One simulation; TTFT tail figures come from its request records."""
-    import pandas as pd
-
-    from fairbatching_sglang.core import FairBatchingConfig, SloTable, SloTargets
-    from fairbatching_sglang.profiles import load_profile
-    from fairbatching_sglang.profiles.device_spec import parse_device_model
-    from fairbatching_sglang.sim.config import SimConfig
-    from fairbatching_sglang.sim.runner import run_simulation
-
-    arm = task["arm"]
-    table = rb._table(task["trace"], task["start_s"], task["duration_s"])
-    kw: dict[str, Any] = {"overlap_schedule": True}
-    if arm["budget"] is not None:
-        kw["sarathi_token_budget"] = arm["budget"]
-    fb = FairBatchingConfig(**VARIANTS[arm["name"]]) if arm["policy"] == "fairbatching" else None
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        res = run_simulation(
-            table,
-            arm["policy"],
-            load_profile(rb.PROFILE),
-            slo_table=SloTable(SloTargets(rb.TRACES[task["trace"]][1], rb.TPOT_SLO_MS)),
-            rate_scale=task["rate"],
-            sim_config=SimConfig(**kw),
-            fairbatching_config=fb,
-            device_model=parse_device_model(task["device_spec"]),
-            out_dir=Path(tmp),
-        )
-        rec = pd.read_parquet(Path(tmp) / "requests.parquet")
-    ttft = (rec["first_token_ms"] - rec["arrival_ms"]).dropna()
-    s = res.summary
-    return {
-        **{k: task[k] for k in ("trace", "device", "device_spec", "rate")},
-        "arm": arm["name"],
-        "attainment": s.get("slo_attainment", 0.0),
-        "tpot_attainment": s.get("tpot_attainment", 0.0),
-        "ttft_attainment": s.get("ttft_attainment", 0.0),
-        "ttft_p99_ms": float(ttft.quantile(0.99)),
-        "ttft_p999_ms": float(ttft.quantile(0.999)),
-        "ttft_max_ms": float(ttft.max()),
-        "num_retractions": res.engine.num_retractions,
-        "num_steps": res.engine.num_steps,
-        "wall_s": time.perf_counter() - t0,
-    }
-
-
-@dataclasses.dataclass(frozen=True)
-class Arm:
-    """The task's arm: run_searches reads .name; probe reads the asdict form."""
-
-    name: str
-    policy: str
-    budget: int | None = None
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "late-prefill-order")
     ap.add_argument("--traces", default=",".join(SARATHI_BUDGET))
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--slice-min", type=float, default=20.0, help="busiest window per trace")
-    ap.add_argument("--rel-tol", type=float, default=0.03)
-    ap.add_argument("--max-probes", type=int, default=12)
+    rb.add_search_options(ap)
     args = ap.parse_args()
     traces = [t for t in args.traces.split(",") if t]
     for t in traces:
@@ -124,36 +63,37 @@ def main() -> int:
     ctx: dict[str, dict[str, Any]] = {}
     for t in traces:
         start_s, duration_s = rb.busiest_window(t, args.slice_min)
-        ctx[t] = {"start_s": start_s, "duration_s": duration_s, "devices": {DEVICE: DEVICE}}
+        ctx[t] = {
+            "start_s": start_s,
+            "duration_s": duration_s,
+            "devices": {DEVICE: DEVICE},
+            "ttft_tail": True,  # p99.9 and max TTFT: the cost of deferring
+        }
         print(f"{t}: window [{start_s:.0f}, {start_s + duration_s:.0f}) s", flush=True)
 
-    def sarathi(t: str) -> Arm:
-        return Arm(f"sarathi@{SARATHI_BUDGET[t]}", "sarathi", SARATHI_BUDGET[t])
+    def sarathi(t: str) -> rb.ArmSpec:
+        return rb.ArmSpec(f"sarathi@{SARATHI_BUDGET[t]}", "sarathi", budget=SARATHI_BUDGET[t])
 
     t_start = time.time()
     with ProcessPoolExecutor(args.jobs) as pool:
         keys = [(t, DEVICE, a) for t in traces for a in (sarathi(t), *fb_arms())]
         print(f"== capacity searches ({len(keys)})", flush=True)
         rb.run_searches(
-            [rb.Search(k, 1.0, args.rel_tol, args.max_probes) for k in keys],  # type: ignore[arg-type]
-            store,
-            ctx,
-            pool,
-            probe_fn=probe,
+            [rb.Search(k, 1.0, args.rel_tol, args.max_probes) for k in keys], store, ctx, pool
         )
         extra = []
         for t in traces:
             rate = rb.capacity(store, t, DEVICE, sarathi(t).name)
             if rate is not None:
-                extra += [rb.Search((t, DEVICE, a), rate, args.rel_tol, 1) for a in fb_arms()]  # type: ignore[arg-type]
+                extra += [rb.Search((t, DEVICE, a), rate, args.rel_tol, 1) for a in fb_arms()]
         print(f"== at Sarathi's capacity ({len(extra)})", flush=True)
-        rb.run_searches(extra, store, ctx, pool, probe_fn=probe)
+        rb.run_searches(extra, store, ctx, pool)
     write_report(args, traces, ctx, store, sarathi, time.time() - t_start)
     return 0
 
 
-def fb_arms() -> list[Arm]:
-    return [Arm(v, "fairbatching") for v in VARIANTS]
+def fb_arms() -> list[rb.ArmSpec]:
+    return [rb.ArmSpec(v, "fairbatching", fb=tuple(o.items())) for v, o in VARIANTS.items()]
 
 
 def write_report(args, traces, ctx, store, sarathi, wall_s: float) -> None:

@@ -33,6 +33,7 @@ import math
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -82,6 +83,7 @@ class ArmSpec:
     chunk: int | None = None  # SGLang chunked_prefill_size
     budget: int | None = None  # Sarathi token budget
     loop: str = "closed"  # fairbatching: closed | open | oracle
+    fb: tuple[tuple[str, Any], ...] = ()  # FairBatchingConfig overrides (bench_late_prefill.py)
 
     def sim_config(self) -> Any:
         from fairbatching_sglang.sim.config import SimConfig
@@ -120,6 +122,8 @@ def _table(trace: str, start_s: float, duration_s: float) -> Any:
 
 def probe(task: dict[str, Any]) -> dict[str, Any]:
     """Simulate one arm at one rate under one device; returns the probe record."""
+    import pandas as pd
+
     from fairbatching_sglang.core import FairBatchingConfig, SloTable, SloTargets
     from fairbatching_sglang.core.closed_loop import scaled_model
     from fairbatching_sglang.profiles import load_profile
@@ -132,9 +136,10 @@ def probe(task: dict[str, Any]) -> dict[str, Any]:
     fb_cfg = None
     policy_profile = None
     if arm.policy == "fairbatching":
-        fb_cfg = (
-            FairBatchingConfig() if arm.loop == "closed" else FairBatchingConfig(closed_loop=None)
-        )
+        overrides = dict(arm.fb)
+        if arm.loop != "closed":
+            overrides["closed_loop"] = None
+        fb_cfg = FairBatchingConfig(**overrides)
         if arm.loop == "oracle":
             b = device_bias(task["device_spec"])
             policy_profile = dataclasses.replace(
@@ -143,17 +148,32 @@ def probe(task: dict[str, Any]) -> dict[str, Any]:
                 cost_model=scaled_model(profile.cost_model, 1 + b),
             )
     t0 = time.perf_counter()
-    res = run_simulation(
-        table,
-        arm.policy,
-        profile,
-        slo_table=SloTable(SloTargets(TRACES[task["trace"]][1], TPOT_SLO_MS)),
-        rate_scale=task["rate"],
-        sim_config=arm.sim_config(),
-        fairbatching_config=fb_cfg,
-        policy_profile=policy_profile,
-        device_model=parse_device_model(task["device_spec"]),
-    )
+    # ttft_tail: also the TTFT tail from the request records (p99.9 and max are not in the
+    # summary), which then have to be written; a temporary directory holds them.
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = Path(tmp) if task.get("ttft_tail") else None
+        res = run_simulation(
+            table,
+            arm.policy,
+            profile,
+            slo_table=SloTable(SloTargets(TRACES[task["trace"]][1], TPOT_SLO_MS)),
+            rate_scale=task["rate"],
+            sim_config=arm.sim_config(),
+            fairbatching_config=fb_cfg,
+            policy_profile=policy_profile,
+            device_model=parse_device_model(task["device_spec"]),
+            out_dir=out_dir,
+        )
+        tail: dict[str, float] = {}
+        if out_dir is not None:
+            rec = pd.read_parquet(out_dir / "requests.parquet")
+            ttft = (rec["first_token_ms"] - rec["arrival_ms"]).dropna()
+            tail = {
+                "ttft_attainment": res.summary.get("ttft_attainment", 0.0),
+                "ttft_p99_ms": float(ttft.quantile(0.99)),
+                "ttft_p999_ms": float(ttft.quantile(0.999)),
+                "ttft_max_ms": float(ttft.max()),
+            }
     s = res.summary
     return {
         **{k: task[k] for k in ("trace", "device", "device_spec", "rate")},
@@ -164,6 +184,7 @@ def probe(task: dict[str, Any]) -> dict[str, Any]:
         "tpot_p99_ms": s.get("tpot_ms_p99", math.nan),
         "num_retractions": res.engine.num_retractions,
         "num_steps": res.engine.num_steps,
+        **tail,
         "wall_s": time.perf_counter() - t0,
     }
 
@@ -255,11 +276,9 @@ def run_searches(
     store: ProbeStore,
     ctx: dict[str, dict[str, Any]],
     pool: ProcessPoolExecutor,
-    probe_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> None:
     """Advance every search to the end, probing through the pool (store hits cost nothing).
-    probe_fn: a module-level probe (default `probe`); it gets the same task dict."""
-    probe_fn = probe_fn or probe
+    ctx[trace] may set "ttft_tail" (probe() then adds the TTFT tail figures)."""
     running: dict[Any, Search] = {}
     todo = list(searches)
     done_probes = 0
@@ -288,8 +307,9 @@ def run_searches(
                 "start_s": c["start_s"],
                 "duration_s": c["duration_s"],
                 "arm": dataclasses.asdict(arm),
+                "ttft_tail": c.get("ttft_tail", False),
             }
-            running[pool.submit(probe_fn, task)] = s
+            running[pool.submit(probe, task)] = s
         todo = still
         if not running:
             break
@@ -344,15 +364,20 @@ FB_OPEN = ArmSpec("fairbatching-open", "fairbatching", loop="open")
 FB_ORACLE = ArmSpec("fairbatching-oracle", "fairbatching", loop="oracle")
 
 
+def add_search_options(ap: argparse.ArgumentParser) -> None:
+    """The options every capacity benchmark built on this search takes."""
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--slice-min", type=float, default=20.0, help="busiest window per trace")
+    ap.add_argument("--rel-tol", type=float, default=0.03)
+    ap.add_argument("--max-probes", type=int, default=12)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "robustness")
     ap.add_argument("--traces", default="synthetic-code,azure-code,azure-conv,mooncake")
     ap.add_argument("--devices", default=",".join(DEVICES))
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--slice-min", type=float, default=20.0, help="busiest window per trace")
-    ap.add_argument("--rel-tol", type=float, default=0.03)
-    ap.add_argument("--max-probes", type=int, default=12)
+    add_search_options(ap)
     args = ap.parse_args()
     traces = [t for t in args.traces.split(",") if t]
     devices = [d for d in args.devices.split(",") if d]
