@@ -13,20 +13,26 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 PAUSE_MS = 100.0  # 50x the witness's wake-up period: not a scheduling hiccup
+READY_TIMEOUT_S = 30.0  # interpreter start-up on a loaded CI machine
+# The witness waits on its stdin rather than sleeping, so closing that pipe makes it check the
+# gap since its last wake-up, report it and exit: a pause that just ended is always reported
+# before the reader stops listening (no race with the witness's own wake-up).
 _LOOP = (
-    "import time\n"
+    "import select, sys, time\n"
     "last = time.perf_counter()\n"
+    "print('ready', flush=True)\n"
     "while True:\n"
-    "    time.sleep(0.002)\n"
+    "    done = select.select([sys.stdin], [], [], 0.002)[0]\n"
     "    now = time.perf_counter()\n"
     f"    if (now - last) * 1000.0 > {PAUSE_MS}:\n"
     "        print(f'{(now - last) * 1000.0:.1f}', flush=True)\n"
     "    last = now\n"
+    "    if done:\n"
+    "        break\n"
 )
 T = TypeVar("T")
 
@@ -36,25 +42,40 @@ class PauseWitness:
 
     def __init__(self) -> None:
         self.pauses_ms: list[float] = []
+        self._ready = threading.Event()
 
     def __enter__(self) -> PauseWitness:
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _LOOP], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", _LOOP],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        time.sleep(0.05)  # the interpreter is up and looping before the timed work starts
+        # The timed work starts only once the witness is looping: a pause during its start-up
+        # would otherwise go unseen.
+        if not self._ready.wait(READY_TIMEOUT_S):
+            self._proc.kill()
+            raise RuntimeError(f"pause witness did not start within {READY_TIMEOUT_S:.0f} s")
         return self
 
     def _read(self) -> None:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
-            self.pauses_ms.append(float(line))
+            if line.strip() == "ready":
+                self._ready.set()
+            else:
+                self.pauses_ms.append(float(line))
 
     def __exit__(self, *exc: object) -> None:
-        time.sleep(0.01)  # a pause that just ended is reported before we stop listening
-        self._proc.kill()
-        self._proc.wait()
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()  # the witness reports any gap in progress, then exits
+        try:
+            self._proc.wait(timeout=READY_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
         self._reader.join(timeout=5)
 
 
